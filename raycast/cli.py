@@ -1,0 +1,214 @@
+"""The ``raycast`` command: one subcommand per stage, each reading a YAML config.
+
+Options given on the command line override the config file; ``--set section.key=value`` overrides any key.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from raycast.config import ConfigError, RaycastConfig, load_config
+
+app = typer.Typer(help="Train and serve next-day-return models over many tickers on Ray.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (defaults apply without one).")]
+StorageOpt = Annotated[str | None, typer.Option(help="Storage location for data, runs and the registry.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override any key: --set train.epochs=3 (repeatable).")]
+
+
+def _load(config: Path | None, sets: list[str] | None, **overrides: Any) -> RaycastConfig:
+    extra: dict[str, Any] = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--set expects key=value, got {item!r}")
+        extra[key.strip()] = yaml.safe_load(value)
+    try:
+        return load_config(config, {**extra, **overrides})
+    except ConfigError as err:
+        _fail(str(err))
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _print(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _run(fn, *args):
+    """Run a stage, turning the errors users cause (bad data, missing inputs) into one clear line."""
+    from raycast.data.errors import DataError
+
+    try:
+        return fn(*args)
+    except (DataError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+
+
+@app.command()
+def ingest(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    source: Annotated[str | None, typer.Option(help="synthetic, sample or files.")] = None,
+    path: Annotated[str | None, typer.Option(help="The user's file or directory (source 'files').")] = None,
+    symbols: Annotated[int | None, typer.Option(help="Synthetic: number of symbols.")] = None,
+    days: Annotated[int | None, typer.Option(help="Synthetic: business days of history.")] = None,
+    signal_strength: Annotated[float | None, typer.Option(help="Synthetic: planted oracle IC (0 = nothing to predict).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Load market data, validate it and write the Parquet dataset partitioned by symbol."""
+    from raycast.data.ingest import ingest as run_ingest
+
+    cfg = _load(config, set_, storage=storage, **{
+        "ingest.source": source, "ingest.files.path": path, "ingest.synthetic.n_symbols": symbols,
+        "ingest.synthetic.n_days": days, "ingest.synthetic.signal_strength": signal_strength,
+    })  # fmt: skip
+    manifest = _run(run_ingest, cfg)
+    summary = {k: manifest[k] for k in ("sources", "n_symbols", "date_min", "date_max", "rows", "rejected", "rejected_total")}
+    if manifest.get("synthetic"):
+        summary["oracle_ic"] = manifest["synthetic"].get("oracle_ic")
+    _print(summary)
+
+
+@app.command()
+def features(config: ConfigOpt = None, storage: StorageOpt = None, set_: SetOpt = None) -> None:
+    """Compute the 40 features per day with Ray Data and fit normalization on the training period."""
+    from raycast.features.pipeline import build_features
+
+    _print(_run(build_features, _load(config, set_, storage=storage)))
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per base model.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray Train workers per model (DDP when > 1).")] = None,
+    gpu: Annotated[bool | None, typer.Option("--gpu/--cpu", help="Train on CUDA workers.")] = None,
+    evaluate: Annotated[bool, typer.Option(help="Evaluate and write the report after training.")] = True,
+    set_: SetOpt = None,
+) -> None:
+    """Fit the base models with Ray Train, then the ensemble; register the result."""
+    from raycast.train.run import train as run_train
+
+    cfg = _load(config, set_, storage=storage, **{"train.epochs": epochs, "train.num_workers": workers, "train.use_gpu": gpu})
+    trained = _run(run_train, cfg)
+    out = {"run_id": trained.run_id, "version": trained.version, "run_dir": str(trained.run_dir)}
+    if evaluate:
+        from raycast.evaluate.evaluate import evaluate_version
+
+        out["report"] = str(_run(evaluate_version, cfg, trained.version))
+    _print(out)
+
+
+@app.command()
+def evaluate(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    version: Annotated[str | None, typer.Option(help="Registry version (default: the newest).")] = None,
+    walk_forward: Annotated[int | None, typer.Option(help="Walk-forward folds: retrain and evaluate each.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Metrics, baselines, backtest and report for a registered model (or walk-forward folds)."""
+    from raycast.evaluate.evaluate import evaluate_version, evaluate_walk_forward
+
+    cfg = _load(config, set_, storage=storage, **{"features.walk_forward.folds": walk_forward})
+    if cfg.features.walk_forward.folds:
+        typer.echo(_run(evaluate_walk_forward, cfg))
+    else:
+        typer.echo(f"report: {_run(evaluate_version, cfg, version)}")
+
+
+@app.command()
+def tune(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    model: Annotated[str | None, typer.Option(help="lstm, cnn, attention or ensemble.")] = None,
+    samples: Annotated[int | None, typer.Option(help="Number of trials.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Path of an interrupted search to continue.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Search a model's hyperparameters with Ray Tune (ASHA); writes the best config as YAML."""
+    from raycast.tune.search import run_search
+
+    cfg = _load(config, set_, storage=storage, **{"tune.model": model, "tune.num_samples": samples})
+    _print(_run(run_search, cfg, resume))
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    version: Annotated[str | None, typer.Option(help="Registry version (default: the newest).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve the ensemble over HTTP with Ray Serve until Ctrl-C."""
+    from raycast.serve.run import serve_forever
+
+    cfg = _load(config, set_, storage=storage, **{"serve.version": version, "serve.port": port})
+    _run(serve_forever, cfg)
+
+
+@app.command()
+def predict(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    date: Annotated[str | None, typer.Option(help="Date to score (default: the latest).")] = None,
+    end_date: Annotated[str | None, typer.Option(help="Score every date from --date to this one.")] = None,
+    version: Annotated[str | None, typer.Option(help="Registry version (default: the newest).")] = None,
+    output: Annotated[str | None, typer.Option(help="Parquet file to write.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Score the whole universe offline with Ray Data and write a Parquet signal file."""
+    from raycast.serve.batch import predict_universe
+
+    cfg = _load(config, set_, storage=storage, **{"serve.version": version})
+    _print(_run(predict_universe, cfg, date, end_date, output))
+
+
+@app.command()
+def pipeline(config: ConfigOpt = None, storage: StorageOpt = None, set_: SetOpt = None) -> None:
+    """Ingest, features, train, evaluate (and tune if configured) in one go."""
+    from raycast.pipeline import run_pipeline
+
+    _print(_run(run_pipeline, _load(config, set_, storage=storage)))
+
+
+@models_app.command("list")
+def models_list(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
+    """List registered model versions, oldest first."""
+    from raycast.registry import list_versions
+
+    cfg = _load(config, None, storage=storage)
+    rows = list_versions(cfg.storage)
+    if not rows:
+        typer.echo(f"no models registered in {cfg.storage}")
+    for spec in rows:
+        test = (spec.get("metrics") or {}).get("test", {}).get("ensemble", {})
+        ic = f"test IC {test['ic']:+.4f}" if "ic" in test else "not evaluated"
+        typer.echo(f"{spec['version']}  {spec['created']}  {'+'.join(spec['members'])}  {ic}")
+
+
+@models_app.command("show")
+def models_show(version: str, config: ConfigOpt = None, storage: StorageOpt = None) -> None:
+    """Show one registered version: hyperparameters, features, data range, metrics."""
+    from raycast.registry import load_spec
+
+    cfg = _load(config, None, storage=storage)
+    _print(_run(load_spec, cfg.storage, version))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(sys.argv[1:])

@@ -1,0 +1,327 @@
+"""All of raycast's configuration, in one place.
+
+Every command reads one YAML file into :class:`RaycastConfig`. Each section is a pydantic model with
+``extra="forbid"``, so a mistyped key is an error that names the key and the file instead of a setting that
+silently does nothing. Configuration flows into Ray as plain data (``cfg.model_dump()``) and is re-validated on
+the worker with :meth:`RaycastConfig.model_validate`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MODEL_NAMES = ("lstm", "cnn", "attention")
+"""The base models, in the order the ensemble stacks their predictions."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+class SyntheticConfig(Strict):
+    """A seeded universe with a planted, known-strength predictable component."""
+
+    n_symbols: int = Field(30, ge=2)
+    n_days: int = Field(756, ge=120, description="business days of history")
+    start: dt.date = dt.date(2015, 1, 2)
+    n_sectors: int = Field(4, ge=1)
+    signal_strength: float = Field(0.15, ge=0.0, le=1.0, description="0 gives a market with nothing to predict")
+    seed: int = 0
+
+
+class SampleConfig(Strict):
+    """Real daily bars that ship offline with the ``bokeh-sampledata`` package (2000-2013)."""
+
+    symbols: list[str] = ["AAPL", "MSFT", "IBM", "GOOG"]
+
+
+class FilesConfig(Strict):
+    """The user's own data: one long CSV/Parquet file, or a directory with one file per symbol."""
+
+    path: str | None = None
+
+
+class IngestConfig(Strict):
+    source: Literal["synthetic", "sample", "files"] = "sample"
+    synthetic: SyntheticConfig = SyntheticConfig()
+    sample: SampleConfig = SampleConfig()
+    files: FilesConfig = FilesConfig()
+
+    @model_validator(mode="after")
+    def _files_need_a_path(self) -> IngestConfig:
+        if self.source == "files" and not self.files.path:
+            raise ValueError("ingest.source is 'files' but ingest.files.path is not set")
+        return self
+
+
+# ----------------------------------------------------------------------------------------- features
+
+
+class SplitConfig(Strict):
+    """Date splits. Explicit dates win; otherwise fractions of the sorted unique dates are used."""
+
+    train_end: dt.date | None = None
+    val_end: dt.date | None = None
+    train_frac: float = Field(0.6, gt=0, lt=1)
+    val_frac: float = Field(0.2, gt=0, lt=1)
+    embargo_days: int | None = Field(
+        None, ge=0, description="dates skipped between splits; defaults to the target horizon"
+    )
+
+
+class WalkForwardConfig(Strict):
+    folds: int = Field(0, ge=0, description="0 disables walk-forward evaluation")
+    val_days: int = Field(126, ge=5)
+    test_days: int = Field(126, ge=5)
+
+
+class FeatureConfig(Strict):
+    window: int = Field(30, ge=2, le=256)
+    horizon: int = Field(1, ge=1, le=20, description="target = close[t+horizon] / close[t] - 1")
+    normalization: Literal["zscore", "minmax", "robust"] = "zscore"
+    clip: float = Field(5.0, gt=0, description="normalized values are clipped to +/- this")
+    features: list[str] | None = Field(None, description="a subset of the feature spec; None = all 40")
+    split: SplitConfig = SplitConfig()
+    walk_forward: WalkForwardConfig = WalkForwardConfig()
+    symbols_per_task: int = Field(8, ge=1, description="symbols featurized by one Ray Data task")
+    num_cpus_per_task: float = Field(1.0, gt=0)
+
+
+# ------------------------------------------------------------------------------------------- models
+
+
+class LSTMConfig(Strict):
+    hidden_size: int = Field(128, ge=1)
+    num_layers: int = Field(2, ge=1)
+    bidirectional: bool = True
+    dropout: float = Field(0.2, ge=0, lt=1)
+    fc_size: int = Field(128, ge=1)
+    readout: Literal["last", "final"] = Field(
+        "last", description="'last': output at the last timestep; 'final': each direction's final state"
+    )
+
+
+class CNNConfig(Strict):
+    filters: list[int] = [32, 64, 128]
+    kernels: list[int] = [3, 5, 7]
+    fc_sizes: list[int] = [128, 64]
+    dropout: float = Field(0.3, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _same_depth(self) -> CNNConfig:
+        if len(self.filters) != len(self.kernels):
+            raise ValueError("cnn.filters and cnn.kernels must have the same length")
+        return self
+
+
+class AttentionConfig(Strict):
+    hidden_size: int = Field(128, ge=1)
+    num_heads: int = Field(8, ge=1)
+    num_layers: int = Field(2, ge=1)
+    ff_size: int = Field(512, ge=1)
+    fc_size: int = Field(64, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_seq_len: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> AttentionConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("attention.hidden_size must be divisible by attention.num_heads")
+        return self
+
+
+class EnsembleConfig(Strict):
+    weight_hidden: int = Field(64, ge=1)
+    meta_hidden: list[int] = [64, 32]
+    dropout: float = Field(0.2, ge=0, lt=1)
+    members: list[Literal["lstm", "cnn", "attention"]] = list(MODEL_NAMES)
+
+
+class ModelsConfig(Strict):
+    lstm: LSTMConfig = LSTMConfig()
+    cnn: CNNConfig = CNNConfig()
+    attention: AttentionConfig = AttentionConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+
+
+# ----------------------------------------------------------------------------------------- training
+
+
+class TrainConfig(Strict):
+    models: list[Literal["lstm", "cnn", "attention"]] = list(MODEL_NAMES)
+    concurrent: bool = Field(False, description="fit the base models at the same time instead of in turn")
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["cosine", "plateau", "none"] = "cosine"
+    loss: Literal["mse", "huber"] = "mse"
+    grad_clip: float = Field(1.0, gt=0)
+    patience: int = Field(3, ge=1, description="epochs without validation improvement before stopping")
+    early_stop_metric: Literal["val_loss", "val_ic", "val_rank_ic"] = "val_loss"
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, gt=0)
+    bf16: bool = Field(False, description="bf16 autocast; only used on CUDA")
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0)
+    seed: int = 0
+    ensemble_epochs: int = Field(10, ge=1)
+    ensemble_lr: float = Field(1e-3, gt=0)
+
+
+class EvaluateConfig(Strict):
+    cost_bps: float = Field(5.0, ge=0, description="one-way transaction cost in basis points")
+    quantile: float = Field(0.2, gt=0, le=0.5, description="fraction of symbols held long and short")
+    ridge_alpha: float = Field(1.0, ge=0)
+
+
+# ------------------------------------------------------------------------------------------- tuning
+
+
+class SearchDimension(Strict):
+    """One entry of a search space: a choice, a uniform or a log-uniform range."""
+
+    type: Literal["choice", "uniform", "loguniform", "randint"]
+    values: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchDimension:
+        if self.type == "choice" and not self.values:
+            raise ValueError("a 'choice' dimension needs a non-empty 'values' list")
+        if self.type != "choice" and (self.low is None or self.high is None or self.low >= self.high):
+            raise ValueError(f"a '{self.type}' dimension needs 'low' < 'high'")
+        return self
+
+
+class TuneConfig(Strict):
+    model: Literal["lstm", "cnn", "attention", "ensemble"] = "lstm"
+    num_samples: int = Field(8, ge=1)
+    search_alg: Literal["random", "optuna"] = "random"
+    scheduler: Literal["asha", "fifo"] = "asha"
+    metric: Literal["val_rank_ic", "val_loss"] = "val_rank_ic"
+    max_epochs: int = Field(6, ge=1)
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: int = Field(2, ge=2)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    seeds: int = Field(3, ge=1, description="seeds the best configuration is re-run with")
+    search_space: dict[str, SearchDimension] = {}
+
+
+# ------------------------------------------------------------------------------------------ serving
+
+
+class ServeConfig(Strict):
+    version: str | None = Field(None, description="registry version to serve; None = the newest")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.25, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+    max_batch_size: int = Field(64, ge=1)
+    batch_wait_timeout_s: float = Field(0.002, ge=0)
+    api_key: str | None = None
+    max_body_bytes: int = Field(4_000_000, ge=1024)
+
+
+class RayConfig(Strict):
+    address: str | None = Field(None, description="None starts a local Ray; 'auto' joins a running cluster")
+    num_cpus: int | None = None
+
+
+# ------------------------------------------------------------------------------------------- the lot
+
+
+class RaycastConfig(Strict):
+    name: str = "raycast"
+    storage: str = Field(".raycast", description="local path or any URI pyarrow supports (s3://...)")
+    ray: RayConfig = RayConfig()
+    ingest: IngestConfig = IngestConfig()
+    features: FeatureConfig = FeatureConfig()
+    models: ModelsConfig = ModelsConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tune: TuneConfig = TuneConfig()
+    serve: ServeConfig = ServeConfig()
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("storage must not be empty")
+        return v
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the key."""
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def set_by_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data['a']['b'] = value`` for ``dotted='a.b'``, creating levels as needed."""
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {dotted}: {part} is not a section")
+    node[leaf] = value
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "<dict>") -> RaycastConfig:
+    try:
+        return RaycastConfig.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RaycastConfig:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted-key overrides.
+
+    ``overrides`` come from the command line: ``{"train.epochs": 2}`` wins over the file.
+    """
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p} is not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p} must hold a mapping at the top level")
+        data = loaded or {}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_by_path(data, key, value)
+    return parse_config(data, source)
+
+
+def dump_config(cfg: BaseModel, path: str | Path) -> None:
+    """Write a config as YAML that :func:`load_config` reads back unchanged."""
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

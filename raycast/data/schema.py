@@ -1,0 +1,72 @@
+"""The canonical bars frame shared by every source, the validator and the store.
+
+Canonical bars: columns ``symbol`` (str), ``date`` (datetime64[ns], midnight, no tz) and ``open, high, low,
+close, volume`` (float64), sorted by symbol then date, unique (symbol, date).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from raycast.data.errors import DataError
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+VALUE_COLUMNS = (*PRICE_COLUMNS, "volume")
+BAR_COLUMNS = ("symbol", "date", *VALUE_COLUMNS)
+
+
+def empty_bars() -> pd.DataFrame:
+    """A canonical bars frame with no rows."""
+    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in BAR_COLUMNS})
+    frame["symbol"] = frame["symbol"].astype(str)
+    frame["date"] = frame["date"].astype("datetime64[ns]")
+    return frame
+
+
+def canonical_bars(frame: pd.DataFrame, check: bool = True) -> pd.DataFrame:
+    """Return ``frame`` with exactly the canonical columns and dtypes, sorted by symbol then date.
+
+    With ``check`` the frame must already be valid (unique keys, midnight dates); a violation raises
+    :class:`DataError` rather than being fixed, because fixing here would bypass the validator's accounting.
+    """
+    missing = [c for c in BAR_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"bars frame lacks column(s): {', '.join(missing)}")
+    if frame.empty:
+        return empty_bars()
+    # Convert only what needs converting: astype on a column that already has the dtype is free.
+    out = frame.loc[:, list(BAR_COLUMNS)].reset_index(drop=True)
+    out["symbol"] = out["symbol"].astype(str)
+    if out["date"].dtype != "datetime64[ns]":
+        out["date"] = pd.to_datetime(out["date"]).astype("datetime64[ns]")
+    out = out.astype({c: "float64" for c in VALUE_COLUMNS})
+    if not _is_sorted(out):
+        out = out.sort_values(["symbol", "date"], kind="stable", ignore_index=True)
+    if check:
+        if out.duplicated(["symbol", "date"]).any():
+            raise DataError("bars frame has duplicate (symbol, date) rows")
+        if (out["date"] != out["date"].dt.normalize()).any():
+            raise DataError("bars frame has dates that are not at midnight")
+    return out
+
+
+def _is_sorted(bars: pd.DataFrame) -> bool:
+    """Whether rows are ordered by symbol then date (cheaper than sorting an already sorted frame)."""
+    sym = bars["symbol"].to_numpy(dtype=object)
+    date = bars["date"].to_numpy()
+    same = sym[1:] == sym[:-1]
+    return bool(np.all((sym[1:] >= sym[:-1]) & (~same | (date[1:] >= date[:-1]))))
+
+
+def content_hash(bars: pd.DataFrame) -> str:
+    """SHA-256 over the values of a canonical bars frame (independent of Parquet encoding or library versions)."""
+    h = hashlib.sha256(",".join(BAR_COLUMNS).encode())
+    for symbol, part in bars.groupby("symbol", sort=True):
+        h.update(b"\0" + str(symbol).encode() + b"\0")
+        h.update(np.ascontiguousarray(part["date"].to_numpy("datetime64[ns]").view("<i8")).tobytes())
+        for c in VALUE_COLUMNS:
+            h.update(np.ascontiguousarray(part[c].to_numpy(), dtype="<f8").tobytes())
+    return h.hexdigest()

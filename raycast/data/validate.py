@@ -1,0 +1,198 @@
+"""Turn a raw bars frame into the canonical bars frame plus every rejected row with its reason.
+
+Nothing is dropped silently: ``len(clean) + len(rejected) == len(raw)``. A row gets the first failing reason of
+:data:`REASONS`, checked in this order:
+
+* ``unparsable_date``: a non-empty date that does not parse (ISO 8601 first, then any format dateutil reads,
+  month first). Time-zone offsets are dropped, keeping the local calendar date; times are floored to midnight.
+* ``missing_value``: an empty or missing symbol, date, price or volume (NaN, ``""``, ``null``, ``NA``, ``N/A``...).
+* ``unparsable_number``: a price or volume that is present but is not a number (``"12,5"``, ``"abc"``).
+* ``invalid_symbol``: a symbol that cannot name a directory (contains ``/ \\ =`` or whitespace, is ``.``/``..``,
+  or is longer than 64 characters).
+* ``non_finite``: an infinite price or volume.
+* ``non_positive_price``: open, high, low or close <= 0 (or adj_close <= 0, when present).
+* ``negative_volume``: volume < 0 (zero volume is allowed: a quiet day).
+* ``high_below_low``: high < low.
+* ``ohlc_inconsistent``: high < max(open, close) or low > min(open, close). A relative slack of 1e-9 absorbs
+  float noise (e.g. from adjustment); accepted rows are then clamped so high >= max(open, close) >= ... holds
+  exactly.
+* ``duplicate``: a second (symbol, date) among the otherwise valid rows; the first one in input order is kept.
+
+Adjustment: when the raw frame has an ``adj_close`` column (readers keep it only when adjustment is asked for),
+open/high/low/close are multiplied by ``adj_close / close`` and volume divided by it, so returns carry no
+split jumps and dollar volume is unchanged. ``adj_close`` is then validated like the prices.
+
+Optional raw columns ``source`` and ``row`` say where each row came from (file, row number); they are copied to
+the rejected frame, whose value columns hold the original values as text.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from raycast.data.errors import DataError
+from raycast.data.schema import BAR_COLUMNS, PRICE_COLUMNS, VALUE_COLUMNS, canonical_bars, empty_bars
+
+REASONS = (
+    "unparsable_date",
+    "missing_value",
+    "unparsable_number",
+    "invalid_symbol",
+    "non_finite",
+    "non_positive_price",
+    "negative_volume",
+    "high_below_low",
+    "ohlc_inconsistent",
+    "duplicate",
+)
+REJECTED_VALUE_COLUMNS = (*BAR_COLUMNS, "adj_close")
+REJECTED_COLUMNS = (*REJECTED_VALUE_COLUMNS, "reason", "source", "row")
+NA_TOKENS = frozenset({"", "nan", "na", "n/a", "#n/a", "null", "none", "nat", "<na>", "-"})
+OHLC_SLACK = 1e-9
+_TZ_SUFFIX = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}:?\d{2})$")
+_BAD_SYMBOL = re.compile(r"[/\\=\s]")
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Values as stripped text; missing values become ''."""
+    obj = values.astype(object)
+    return obj.map(lambda v: "" if v is None or v is pd.NA or v is pd.NaT else str(v).strip())
+
+
+def _is_blank(text: pd.Series) -> np.ndarray:
+    return text.str.lower().isin(NA_TOKENS).to_numpy()
+
+
+def _parse_dates(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(datetime64[ns] midnight dates with NaT where unusable, missing mask)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        parsed = values.dt.tz_localize(None)  # wall-clock time in the data's zone: its calendar date
+        missing = parsed.isna().to_numpy()
+    elif pd.api.types.is_datetime64_dtype(values.dtype):
+        parsed, missing = values, values.isna().to_numpy()
+    else:
+        text = _text(values)
+        missing = _is_blank(text)
+        text = text.str.replace(_TZ_SUFFIX, r"\1", regex=True).where(~missing, None)
+        parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
+        retry = parsed.isna().to_numpy() & ~missing
+        if retry.any():  # rarer layouts (01/02/2020, 2 Jan 2020): slow element-wise parsing, only where needed
+            parsed = parsed.astype("datetime64[ns]")
+            parsed[retry] = pd.to_datetime(text[retry], errors="coerce", format="mixed")
+        if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+            parsed = parsed.dt.tz_localize(None)
+    parsed = pd.Series(parsed).dt.normalize()
+    # Dates outside the datetime64[ns] range (years 1678-2261) cannot be stored: treat them as unparsable.
+    in_range = (parsed >= pd.Timestamp("1678-01-01")) & (parsed <= pd.Timestamp("2261-12-31"))
+    parsed = parsed.where(in_range)
+    return parsed.astype("datetime64[ns]").to_numpy(), missing
+
+
+def _parse_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(float64 values, missing mask, unparsable mask)."""
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        out = pd.to_numeric(values).to_numpy(dtype="float64", na_value=np.nan)
+        return out, np.isnan(out), np.zeros(len(values), dtype=bool)
+    text = _text(values)
+    missing = _is_blank(text)
+    out = pd.to_numeric(text.where(~missing, None), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return out, missing, np.isnan(out) & ~missing
+
+
+def _first_reasons(checks: list[tuple[str, np.ndarray]], n: int) -> np.ndarray:
+    """Per row, the first reason whose mask is set (None where none is)."""
+    reason = np.full(n, None, dtype=object)
+    for name, mask in checks:
+        reason[mask & (reason == None)] = name  # noqa: E711 - elementwise comparison on an object array
+    return reason
+
+
+def validate_bars(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``raw`` into (canonical clean bars, rejected rows with ``reason``, ``source`` and ``row``)."""
+    missing_cols = [c for c in BAR_COLUMNS if c not in raw.columns]
+    if missing_cols:
+        raise DataError(f"{source}: raw bars lack column(s): {', '.join(missing_cols)}")
+    raw = raw.reset_index(drop=True)
+    n = len(raw)
+    if n == 0:
+        return empty_bars(), _rejected(raw, np.zeros(0, dtype=object), source)
+
+    symbol = _text(raw["symbol"])
+    sym_missing = (symbol == "").to_numpy()
+    date, date_missing = _parse_dates(raw["date"])
+    date_bad = np.isnat(date) & ~date_missing
+
+    number_cols = [*VALUE_COLUMNS, *(["adj_close"] if "adj_close" in raw.columns else [])]
+    values, missing, unparsable = {}, sym_missing | date_missing, np.zeros(n, dtype=bool)
+    for col in number_cols:
+        values[col], miss, bad = _parse_numbers(raw[col])
+        missing |= miss
+        unparsable |= bad
+    with np.errstate(invalid="ignore", divide="ignore"):
+        non_finite = np.zeros(n, dtype=bool)
+        for col in number_cols:
+            non_finite |= np.isinf(values[col])
+        prices = [c for c in (*PRICE_COLUMNS, "adj_close") if c in values]
+        non_positive = np.any([values[c] <= 0 for c in prices], axis=0)
+        if "adj_close" in values:
+            factor = values["adj_close"] / values["close"]
+            for col in PRICE_COLUMNS:
+                values[col] = values[col] * factor
+            values["volume"] = values["volume"] / factor
+        o, h, lo, c = (values[k] for k in PRICE_COLUMNS)
+        high_below_low = h < lo * (1 - OHLC_SLACK)
+        inconsistent = (h < np.maximum(o, c) * (1 - OHLC_SLACK)) | (lo > np.minimum(o, c) * (1 + OHLC_SLACK))
+        negative_volume = values["volume"] < 0
+    invalid_symbol = (
+        symbol.str.contains(_BAD_SYMBOL).to_numpy() | symbol.isin([".", ".."]).to_numpy() | (symbol.str.len() > 64)
+    ).to_numpy() & ~sym_missing
+
+    reason = _first_reasons(
+        [
+            ("unparsable_date", date_bad),
+            ("missing_value", missing),
+            ("unparsable_number", unparsable),
+            ("invalid_symbol", invalid_symbol),
+            ("non_finite", non_finite),
+            ("non_positive_price", non_positive),
+            ("negative_volume", negative_volume),
+            ("high_below_low", high_below_low),
+            ("ohlc_inconsistent", inconsistent),
+        ],
+        n,
+    )
+    frame = pd.DataFrame({"symbol": symbol.to_numpy(), "date": date, **{k: values[k] for k in VALUE_COLUMNS}})
+    ok = reason == None  # noqa: E711
+    dup = np.zeros(n, dtype=bool)
+    dup[ok] = frame.loc[ok].duplicated(["symbol", "date"], keep="first").to_numpy()
+    reason[dup] = "duplicate"
+    ok &= ~dup
+
+    clean = frame.loc[ok]
+    clean = clean.assign(
+        high=np.maximum.reduce([clean["high"], clean["open"], clean["close"]]),
+        low=np.minimum.reduce([clean["low"], clean["open"], clean["close"]]),
+    )
+    return canonical_bars(clean), _rejected(raw, reason, source)
+
+
+def _rejected(raw: pd.DataFrame, reason: np.ndarray, source: str) -> pd.DataFrame:
+    """The rejected rows with their original values as text, in input order."""
+    bad = np.flatnonzero(reason != None)  # noqa: E711
+    rows = raw.iloc[bad]
+    out = {c: (_text(rows[c]) if c in rows.columns else pd.Series([""] * len(rows))) for c in REJECTED_VALUE_COLUMNS}
+    out = {c: s.to_numpy(dtype=object) for c, s in out.items()}
+    out["reason"] = reason[bad]
+    out["source"] = _text(rows["source"]).to_numpy(dtype=object) if "source" in rows else [source] * len(bad)
+    out["row"] = rows["row"].to_numpy(dtype="int64") if "row" in rows else bad.astype("int64")
+    frame = pd.DataFrame(out, columns=list(REJECTED_COLUMNS))
+    return frame.astype({c: str for c in REJECTED_COLUMNS if c != "row"}).astype({"row": "int64"})
+
+
+def reason_counts(rejected: pd.DataFrame) -> dict[str, int]:
+    """{reason: count} for the reasons that occur, in :data:`REASONS` order."""
+    counts = rejected["reason"].value_counts()
+    return {r: int(counts[r]) for r in REASONS if r in counts.index}

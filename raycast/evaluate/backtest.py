@@ -1,0 +1,179 @@
+"""A daily long-short quantile backtest of one predictor, with turnover and transaction costs.
+
+Each date the symbols are ranked by prediction; the top ``quantile`` fraction is held long and the bottom
+fraction short, equal-weighted, +1 long and -1 short in total (gross exposure 2, dollar neutral). The day's
+gross return is ``sum(w * target)``; turnover is ``sum(|w_t - w_prev|)`` over symbols; the cost of a day is
+``turnover * cost_bps / 1e4`` and is subtracted from the gross return.
+
+Simplifications, stated so nobody mistakes this for an execution simulator: weights are reset to target every
+rebalance (intraday drift of the held weights is ignored in turnover), there is no borrow cost, no market
+impact, and the cost is one rate for every symbol.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+TRADING_DAYS = 252
+MIN_SYMBOLS = 2
+"""Fewest symbols a date needs to hold one long and one short; dates with fewer stay flat."""
+
+SUMMARY_KEYS = (
+    "annualized_return",
+    "annualized_vol",
+    "sharpe",
+    "max_drawdown",
+    "total_return",
+    "mean_turnover",
+    "hit_rate",
+    "n_days",
+    "n_active_days",
+)
+
+
+@dataclass
+class BacktestResult:
+    """The outcome of :func:`long_short_backtest`; all Series are indexed by rebalance date.
+
+    ``returns`` is net of costs, ``gross`` before costs, ``turnover`` the sum of absolute weight changes on each
+    date (the first date counts the opening trades from cash, so it is 2 for a full book). ``weights`` is the
+    (date x symbol) weight matrix, kept for inspection and plots. ``summary`` holds :data:`SUMMARY_KEYS`.
+    """
+
+    pred_col: str
+    returns: pd.Series
+    gross: pd.Series
+    turnover: pd.Series
+    weights: pd.DataFrame
+    summary: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def equity(self) -> pd.Series:
+        """Net equity curve starting from 1: ``cumprod(1 + returns)``."""
+        return (1.0 + self.returns).cumprod().rename("equity")
+
+
+def _member_share(lo: np.ndarray, hi: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Share of a tie group's rank positions ``[lo, hi]`` that fall inside the slots ``[first, last]``."""
+    overlap = np.minimum(hi, last) - np.maximum(lo, first) + 1
+    return np.clip(overlap, 0, None) / (hi - lo + 1)
+
+
+def quantile_weights(frame: pd.DataFrame, pred_col: str, quantile: float) -> pd.DataFrame:
+    """Long-short target weights per (date, symbol), as a date x symbol frame (0 where not held).
+
+    Each date with n >= :data:`MIN_SYMBOLS` usable rows holds ``k = max(1, floor(quantile * n))`` slots on
+    each side. Ties are shared, not broken by row order: a group of tied predictions occupying rank positions
+    lo..hi gets the fraction of those positions that lie in the top (bottom) k, spread evenly over its members.
+    Without ties this is exactly +1/k for each of the top k and -1/k for each of the bottom k; with ties each
+    side still sums to +1 / -1, and a date where every prediction is equal nets to zero weight everywhere (so
+    the constant ``zero`` baseline never trades instead of trading on row order).
+    """
+    if not 0 < quantile <= 0.5:
+        raise ValueError(f"quantile must be in (0, 0.5], not {quantile}")
+    pred = frame[pred_col].to_numpy(dtype=np.float64, na_value=np.nan)
+    target = frame["target"].to_numpy(dtype=np.float64, na_value=np.nan)
+    keep = np.isfinite(pred) & np.isfinite(target)  # a row without a realized return cannot be traded
+    rows = pd.DataFrame(
+        {"date": frame["date"].to_numpy()[keep], "symbol": frame["symbol"].to_numpy()[keep], "pred": pred[keep]}
+    )
+    if rows.duplicated(["date", "symbol"]).any():
+        raise ValueError(f"predictions frame has duplicate (date, symbol) rows for {pred_col!r}")
+    by_date = rows.groupby("date", sort=False)["pred"]
+    n = by_date.transform("size").to_numpy(dtype=np.float64)
+    lo = by_date.rank(method="min").to_numpy()
+    hi = by_date.rank(method="max").to_numpy()
+    k = np.maximum(1.0, np.floor(quantile * n + 1e-9))  # 1e-9: 0.2 * 10 must give 2, not 1.9999
+    w = (_member_share(lo, hi, n - k + 1, n) - _member_share(lo, hi, np.ones_like(n), k)) / k
+    w[n < MIN_SYMBOLS] = 0.0
+    rows["w"] = w
+    all_dates = pd.DatetimeIndex(pd.unique(frame["date"])).sort_values()
+    weights = rows.pivot(index="date", columns="symbol", values="w").reindex(all_dates).fillna(0.0)
+    weights.index.name = "date"
+    return weights
+
+
+def _summary(net: pd.Series, turnover: pd.Series, active: pd.Series, periods_per_year: float) -> dict:
+    """Annualized statistics of a daily net-return Series (arithmetic annualization, as Sharpe uses)."""
+    n = len(net)
+    mean = float(net.mean()) if n else np.nan
+    std = float(net.std(ddof=1)) if n > 1 else np.nan
+    ann_ret = mean * periods_per_year
+    ann_vol = std * math.sqrt(periods_per_year)
+    equity = np.r_[1.0, (1.0 + net.to_numpy()).cumprod()]  # the leading 1 lets a first-day loss count
+    drawdown = equity / np.maximum.accumulate(equity) - 1.0
+    return {
+        "annualized_return": ann_ret,
+        "annualized_vol": ann_vol,
+        "sharpe": ann_ret / ann_vol if np.isfinite(ann_vol) and ann_vol > 0 else np.nan,
+        "max_drawdown": float(drawdown.min()),  # <= 0: the worst peak-to-trough loss as a fraction
+        "total_return": float(equity[-1] - 1.0),
+        "mean_turnover": float(turnover.mean()) if n else np.nan,
+        "hit_rate": float((net[active] > 0).mean()) if active.any() else np.nan,  # over days with a position
+        "n_days": n,
+        "n_active_days": int(active.sum()),
+    }
+
+
+def long_short_backtest(
+    frame: pd.DataFrame,
+    pred_col: str,
+    quantile: float = 0.2,
+    cost_bps: float = 5.0,
+    horizon: int = 1,
+) -> BacktestResult:
+    """Backtest a daily long-short quantile portfolio built from ``frame[pred_col]``; see the module doc.
+
+    ``frame`` is a predictions frame (``symbol``, ``date``, ``target``, ``pred_col``). ``cost_bps`` is the
+    one-way cost in basis points per unit of turnover. Dates with fewer than two usable symbols hold nothing
+    and return 0 (closing an earlier book on such a date still costs its turnover).
+
+    ``horizon`` is the target horizon. With horizon h > 1, ``target`` is an h-day return, and rebalancing
+    every date would stack h overlapping positions whose summed returns overstate the strategy. The backtest
+    is meant for horizon 1; for h > 1 it warns and rebalances only on every h-th date (non-overlapping h-day
+    holding periods), annualizing with 252 / h periods per year.
+    """
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, not {horizon}")
+    if cost_bps < 0:
+        raise ValueError(f"cost_bps must be >= 0, not {cost_bps}")
+    if missing := {"symbol", "date", "target", pred_col} - set(frame.columns):
+        raise KeyError(f"predictions frame lacks columns {sorted(missing)}")
+    if horizon > 1:
+        warnings.warn(
+            f"target horizon is {horizon} days: daily rebalancing would overlap returns, so the backtest "
+            f"rebalances every {horizon}th date only and annualizes with {TRADING_DAYS}/{horizon} periods",
+            stacklevel=2,
+        )
+        dates = pd.DatetimeIndex(pd.unique(frame["date"])).sort_values()[::horizon]
+        frame = frame[frame["date"].isin(dates)]
+
+    weights = quantile_weights(frame, pred_col, quantile)
+    # realized targets in the same (date x symbol) layout; untraded cells are 0 and carry zero weight anyway
+    targets = (
+        frame.pivot_table(index="date", columns="symbol", values="target", aggfunc="first")
+        .reindex(index=weights.index, columns=weights.columns)
+        .fillna(0.0)
+    )
+    gross = (weights * targets).sum(axis=1).rename("gross")
+    # turnover against the previous date's book, aligned on symbol; the first date trades from cash
+    turnover = weights.diff().abs().sum(axis=1).rename("turnover")
+    turnover.iloc[:1] = weights.iloc[:1].abs().sum(axis=1).to_numpy()
+    net = (gross - turnover * cost_bps / 1e4).rename(pred_col)
+    active = weights.abs().sum(axis=1) > 0
+    summary = _summary(net, turnover, active, TRADING_DAYS / horizon)
+    return BacktestResult(pred_col, net, gross, turnover, weights, summary)
+
+
+def backtest_table(results: Mapping[str, BacktestResult]) -> pd.DataFrame:
+    """The summaries of several backtests as one frame, one row per predictor (index ``predictor``)."""
+    out = pd.DataFrame.from_dict({k: r.summary for k, r in results.items()}, orient="index")
+    out = out.reindex(columns=list(SUMMARY_KEYS))
+    out.index.name = "predictor"
+    return out

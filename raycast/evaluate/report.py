@@ -1,0 +1,278 @@
+"""``report.md`` for one run: metric tables, backtest summaries, walk-forward spread and plots.
+
+Every input except the run directory is optional; a missing one drops its section (and its plot) rather than
+failing, so a partial run (no ensemble, no walk-forward) still gets a report. Plots are drawn on standalone
+``matplotlib.figure.Figure`` objects with the Agg canvas, which never touches pyplot's global backend or state,
+so this is safe to call from a worker, a test or a notebook alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raycast.evaluate.backtest import BacktestResult, backtest_table
+from raycast.evaluate.metrics import daily_ic
+from raycast.evaluate.tables import format_value, markdown_table
+from raycast.evaluate.walk_forward import format_folds
+
+BASELINES = ("zero", "momentum", "ridge")
+"""Predictor names drawn dashed in the plots, to set them apart from the models."""
+
+PLOT_FILES = {
+    "training": "training_curves.png",
+    "ic": "ic_per_date.png",
+    "equity": "equity_curves.png",
+    "weights": "ensemble_weights.png",
+    "attention": "attention_heatmap.png",
+}
+
+
+@dataclass
+class ReportInputs:
+    """Everything :func:`write_report` can show; leave a field ``None`` (or empty) to skip its section.
+
+    - ``val_metrics`` / ``test_metrics``: :func:`~raycast.evaluate.metrics.summarize` frames
+    - ``backtests``: predictor -> :class:`~raycast.evaluate.backtest.BacktestResult` (models and baselines),
+      described by ``backtest_period`` (e.g. ``"test"``), ``quantile`` and ``cost_bps``
+    - ``walk_forward``: an :func:`~raycast.evaluate.walk_forward.aggregate_folds` frame
+    - ``test_predictions``: a predictions frame; gives the rolling IC plot for ``ic_predictors`` (default: every
+      float column other than ``target``)
+    - ``data_range``: (first date, last date) of the data; ``splits``: name -> text, e.g.
+      ``{"train": "2015-01-02 .. 2017-06-30", ...}``
+    - ``canary``: one line on the planted-signal sanity check, shown verbatim
+    - ``training_history``: model -> list of per-epoch dicts with ``train_loss``, ``val_loss``, ``val_ic``
+    - ``ensemble_weights``: frame with ``symbol``, ``date`` and ``w_<model>`` columns
+    - ``attention``: a (seq, seq) attention matrix of one window, and ``attention_title`` to name it
+    - ``notes``: extra markdown lines appended at the end
+    """
+
+    title: str = "raycast evaluation report"
+    val_metrics: pd.DataFrame | None = None
+    test_metrics: pd.DataFrame | None = None
+    backtests: Mapping[str, BacktestResult] | None = None
+    backtest_period: str = "test"
+    quantile: float | None = None
+    cost_bps: float | None = None
+    walk_forward: pd.DataFrame | None = None
+    test_predictions: pd.DataFrame | None = None
+    ic_predictors: Sequence[str] | None = None
+    rolling_days: int = 21
+    data_range: tuple[Any, Any] | None = None
+    splits: Mapping[str, str] | None = None
+    canary: str | None = None
+    training_history: Mapping[str, Sequence[Mapping[str, float]]] | None = None
+    ensemble_weights: pd.DataFrame | None = None
+    attention: np.ndarray | None = None
+    attention_title: str = "attention weights of one window"
+    baselines: Sequence[str] = BASELINES
+    notes: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------ plots
+
+
+def _figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (9, 4.5)):
+    """A standalone figure on the Agg canvas (no pyplot, so no global backend is set or needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _style(name: str, baselines: Sequence[str]) -> dict:
+    return {"linestyle": "--", "linewidth": 1.0} if name in baselines else {"linewidth": 1.5}
+
+
+def plot_training_curves(history: Mapping[str, Sequence[Mapping[str, float]]], path: Path) -> Path:
+    """Train and validation loss (left) and validation IC (right) per epoch, one colour per model."""
+    fig, axes = _figure(1, 2)
+    loss_ax, ic_ax = axes[0]
+    for i, (model, epochs) in enumerate(history.items()):
+        color = f"C{i}"
+        frame = pd.DataFrame(list(epochs))
+        x = np.arange(1, len(frame) + 1)
+        if "train_loss" in frame:
+            loss_ax.plot(x, frame["train_loss"], color=color, linestyle="--", label=f"{model} train")
+        if "val_loss" in frame:
+            loss_ax.plot(x, frame["val_loss"], color=color, label=f"{model} val")
+        if "val_ic" in frame:
+            ic_ax.plot(x, frame["val_ic"], color=color, marker="o", markersize=3, label=model)
+    loss_ax.set(title="loss", xlabel="epoch")
+    ic_ax.set(title="validation IC", xlabel="epoch")
+    ic_ax.axhline(0.0, color="grey", linewidth=0.8)
+    for ax in (loss_ax, ic_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_rolling_ic(
+    frame: pd.DataFrame, predictors: Sequence[str], path: Path, window: int = 21, baselines=BASELINES
+) -> Path:
+    """The rolling ``window``-date mean of each predictor's daily IC; predictors with no IC are left out."""
+    fig, axes = _figure()
+    ax = axes[0][0]
+    for name in predictors:
+        ic = daily_ic(frame, name)
+        if ic.notna().any():
+            ax.plot(ic.index, ic.rolling(window, min_periods=max(1, window // 2)).mean(), label=name,
+                    **_style(name, baselines))
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set(title=f"daily IC, rolling {window}-date mean", ylabel="IC")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, ncols=2)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_equity(results: Mapping[str, BacktestResult], path: Path, baselines=BASELINES) -> Path:
+    """Net equity curve (cumprod of 1 + daily net return) of each predictor's long-short backtest."""
+    fig, axes = _figure()
+    ax = axes[0][0]
+    for name, result in results.items():
+        ax.plot(result.equity.index, result.equity.to_numpy(), label=name, **_style(name, baselines))
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set(title="long-short equity, net of costs", ylabel="equity")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, ncols=2)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_ensemble_weights(weights: pd.DataFrame, path: Path) -> Path:
+    """Each member's ensemble weight averaged over symbols, per date."""
+    cols = [c for c in weights.columns if c.startswith("w_")]
+    mean = weights.groupby("date", sort=True)[cols].mean()
+    fig, axes = _figure()
+    ax = axes[0][0]
+    for c in cols:
+        ax.plot(mean.index, mean[c].to_numpy(), label=c.removeprefix("w_"))
+    ax.set(title="ensemble weights, mean over symbols", ylabel="weight")
+    if cols:
+        ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_attention(attention: np.ndarray, path: Path, title: str = "attention weights") -> Path:
+    """A (query x key) heatmap of one window's attention matrix."""
+    attention = np.asarray(attention, dtype=np.float64)
+    if attention.ndim != 2:
+        raise ValueError(f"attention must be a 2-D (seq, seq) array, got shape {attention.shape}")
+    fig, axes = _figure(size=(5.5, 4.5))
+    ax = axes[0][0]
+    image = ax.imshow(attention, cmap="viridis", aspect="auto", origin="upper")
+    fig.colorbar(image, ax=ax)
+    ax.set(title=title, xlabel="key (day in window)", ylabel="query (day in window)")
+    fig.savefig(path, dpi=100)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- markdown
+
+
+def _date_text(value: Any) -> str:
+    if isinstance(value, (pd.Timestamp, dt.datetime, dt.date, np.datetime64)):
+        return str(pd.Timestamp(value).date())
+    return str(value)
+
+
+def _float_predictors(frame: pd.DataFrame) -> list[str]:
+    skip = {"symbol", "date", "target"}
+    return [c for c in frame.columns if c not in skip and pd.api.types.is_float_dtype(frame[c])]
+
+
+def write_report(run_dir: Path, sections: ReportInputs) -> Path:
+    """Write ``run_dir/report.md`` and its PNG plots next to it; return the path of ``report.md``.
+
+    The markdown links the plots by relative file name, so the run directory can be moved or copied as a
+    whole. Sections whose inputs are missing are skipped.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    s = sections
+    md: list[str] = [f"# {s.title}", ""]
+
+    if s.data_range is not None or s.splits:
+        md += ["## Data", ""]
+        if s.data_range is not None:
+            md += [f"Data range: {_date_text(s.data_range[0])} .. {_date_text(s.data_range[1])}", ""]
+        if s.splits:
+            split_table = pd.DataFrame({"period": list(s.splits.values())}, index=list(s.splits.keys()))
+            split_table.index.name = "split"
+            md += [markdown_table(split_table), ""]
+    if s.canary:
+        md += [f"**Canary:** {s.canary}", ""]
+
+    for label, table in (("validation", s.val_metrics), ("test", s.test_metrics)):
+        if table is not None and len(table):
+            md += [f"## Metrics on {label}", "", markdown_table(table), ""]
+    if s.val_metrics is not None or s.test_metrics is not None:
+        md += [
+            "mse: mean squared error; ic / rank_ic: mean daily cross-sectional Pearson / Spearman correlation "
+            "of prediction and target; icir / rank_icir: mean / std of the daily IC (not annualized); "
+            "direction_accuracy: sign agreement over rows where neither prediction nor target is zero; "
+            "n_dates: dates with a defined IC. A dash is undefined (e.g. the IC of a constant predictor).",
+            "",
+        ]
+
+    if s.backtests:
+        details = ", ".join(
+            text
+            for text in (
+                f"top/bottom {format_value(s.quantile)} quantile" if s.quantile is not None else "",
+                f"{format_value(s.cost_bps)} bps cost per unit turnover" if s.cost_bps is not None else "",
+            )
+            if text
+        )
+        md += [f"## Long-short backtest ({s.backtest_period})", ""]
+        if details:
+            md += [f"Daily rebalanced, equal-weighted, dollar neutral; {details}.", ""]
+        md += [markdown_table(backtest_table(s.backtests)), ""]
+        md += [
+            "annualized_return: mean daily net return x 252; sharpe: annualized_return / annualized_vol; "
+            "max_drawdown: worst peak-to-trough fall of the net equity curve (a negative fraction); "
+            "mean_turnover: mean daily sum of absolute weight changes (2 = the whole book); hit_rate: share of "
+            "days with a position that made money.",
+            "",
+        ]
+
+    if s.walk_forward is not None and len(s.walk_forward):
+        md += ["## Walk-forward (mean ± std over folds)", "", format_folds(s.walk_forward), ""]
+
+    plots: list[tuple[str, Path]] = []
+    if s.training_history:
+        plots.append(("Training curves", plot_training_curves(s.training_history, run_dir / PLOT_FILES["training"])))
+    if s.test_predictions is not None and len(s.test_predictions):
+        names = list(s.ic_predictors) if s.ic_predictors is not None else _float_predictors(s.test_predictions)
+        path = plot_rolling_ic(s.test_predictions, names, run_dir / PLOT_FILES["ic"], s.rolling_days, s.baselines)
+        plots.append((f"IC per date (rolling {s.rolling_days}-date mean)", path))
+    if s.backtests:
+        plots.append(("Equity curves", plot_equity(s.backtests, run_dir / PLOT_FILES["equity"], s.baselines)))
+    if s.ensemble_weights is not None and len(s.ensemble_weights):
+        plots.append(("Ensemble weights", plot_ensemble_weights(s.ensemble_weights, run_dir / PLOT_FILES["weights"])))
+    if s.attention is not None:
+        path = plot_attention(s.attention, run_dir / PLOT_FILES["attention"], s.attention_title)
+        plots.append(("Attention heatmap", path))
+    if plots:
+        md += ["## Plots", ""]
+        for caption, path in plots:
+            md += [f"### {caption}", "", f"![{caption}]({path.name})", ""]
+
+    if s.notes:
+        md += ["## Notes", "", *s.notes, ""]
+
+    out = run_dir / "report.md"
+    out.write_text("\n".join(md))
+    return out

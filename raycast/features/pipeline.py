@@ -1,0 +1,94 @@
+"""``raycast features``: per-symbol features computed across Ray workers with Ray Data.
+
+The market dataset is already partitioned by symbol, so no shuffle is needed: a dataset of symbol names is
+split into batches of ``symbols_per_task`` symbols, each Ray Data task reads its symbols' Parquet files, computes
+their features with pandas-ta and emits one block of whole symbols. Windows are not built here: the feature
+dataset keeps each day once, and windows are cut on the fly when the data is consumed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from raycast.config import RaycastConfig
+from raycast.features.normalize import fit_normalizer
+from raycast.features.spec import FEATURE_SPEC_VERSION, check_feature_names, compute_symbol_features
+from raycast.features.splits import make_split, make_walk_forward
+from raycast.features.store import ROWS_DIR, features_base
+from raycast.storage import new_version_dir, publish
+
+
+def featurize_symbols(batch: pd.DataFrame, market_dir: str, horizon: int, features: list[str]) -> pd.DataFrame:
+    """Ray Data batch function: symbol names in, their feature rows out (whole symbols, date-sorted)."""
+    frames = []
+    for symbol in batch["symbol"]:
+        bars = pd.read_parquet(Path(market_dir) / f"symbol={symbol}" / "data.parquet")
+        bars["symbol"] = symbol
+        frames.append(compute_symbol_features(bars, horizon=horizon, features=features))
+    return pd.concat(frames, ignore_index=True)
+
+
+def build_features(cfg: RaycastConfig) -> dict:
+    """Featurize the current market dataset and publish a new feature dataset; returns its summary."""
+    import ray
+
+    from raycast.data.store import current_version_dir, list_symbols
+    from raycast.runtime import init_ray
+
+    fc = cfg.features
+    names = check_feature_names(fc.features)
+    market_dir = current_version_dir(cfg.storage)  # resolved once: a concurrent ingest cannot mix versions
+    symbols = list_symbols(cfg.storage)
+    init_ray(cfg.ray)
+
+    out_dir = new_version_dir(features_base(cfg.storage))
+    n_tasks = max(1, math.ceil(len(symbols) / fc.symbols_per_task))
+    ds = ray.data.from_items([{"symbol": s} for s in symbols], override_num_blocks=n_tasks)
+    ds = ds.map_batches(
+        featurize_symbols,
+        fn_kwargs={"market_dir": str(market_dir), "horizon": fc.horizon, "features": names},
+        batch_size=fc.symbols_per_task,
+        batch_format="pandas",
+        num_cpus=fc.num_cpus_per_task,
+    )
+    ds.write_parquet(str(out_dir / ROWS_DIR))
+
+    # Splits and normalization statistics come from the training period only.
+    dates = pq.read_table(out_dir / ROWS_DIR, columns=["date"]).column("date").to_numpy()
+    if len(dates) == 0:
+        raise ValueError(f"no feature rows: every symbol has fewer bars than the indicator warm-up ({market_dir})")
+    split = make_split(dates, fc)
+    train_rows = pq.read_table(
+        out_dir / ROWS_DIR, columns=names, filters=[("date", "<=", split.train.end.to_pydatetime())]
+    )
+    train_x = np.column_stack([train_rows.column(n).to_numpy() for n in names])
+    normalizer = fit_normalizer(train_x, names, fc.normalization, fc.clip)
+    folds = [f.to_json() for f in make_walk_forward(dates, fc)]
+
+    meta = {
+        "spec_version": FEATURE_SPEC_VERSION,
+        "features": names,
+        "window": fc.window,
+        "horizon": fc.horizon,
+        "market_version": market_dir.name,
+        "symbols": symbols,
+        "n_rows": int(len(dates)),
+        "date_min": str(pd.Timestamp(dates.min()).date()),
+        "date_max": str(pd.Timestamp(dates.max()).date()),
+        "split": split.to_json(),
+        "walk_forward": folds,
+        "normalizer": normalizer.to_json(),
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    publish(features_base(cfg.storage), out_dir)
+    return {k: meta[k] for k in ("spec_version", "n_rows", "date_min", "date_max", "split", "market_version")} | {
+        "n_symbols": len(symbols),
+        "n_features": len(names),
+        "path": str(out_dir),
+    }

@@ -1,0 +1,102 @@
+"""Reading the feature dataset back: metadata, Ray Data datasets and in-memory feature blocks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raycast.features.normalize import Normalizer
+from raycast.features.splits import Period, Split
+from raycast.features.windows import cut_windows, window_ends
+from raycast.storage import current_version_dir
+
+ROWS_DIR = "rows"
+
+
+def features_base(storage: str) -> Path:
+    return Path(storage) / "features"
+
+
+def current_features_dir(storage: str) -> Path:
+    return current_version_dir(features_base(storage), "feature dataset", "run `raycast features` first")
+
+
+@dataclass(frozen=True)
+class FeatureMeta:
+    """What a feature dataset was built with; the registry copies it so serving repeats it exactly."""
+
+    features: list[str]
+    window: int
+    horizon: int
+    normalizer: Normalizer
+    split: Split
+    walk_forward: list[Split]
+    raw: dict
+
+    @classmethod
+    def from_json(cls, data: dict) -> FeatureMeta:
+        return cls(
+            features=list(data["features"]),
+            window=int(data["window"]),
+            horizon=int(data["horizon"]),
+            normalizer=Normalizer.from_json(data["normalizer"]),
+            split=Split.from_json(data["split"]),
+            walk_forward=[Split.from_json(f) for f in data.get("walk_forward", [])],
+            raw=data,
+        )
+
+
+def load_meta(features_dir: str | Path) -> FeatureMeta:
+    return FeatureMeta.from_json(json.loads((Path(features_dir) / "meta.json").read_text()))
+
+
+def read_feature_dataset(features_dir: str | Path, columns: list[str] | None = None):
+    """The feature rows as a Ray Data dataset (one block per featurize task, whole symbols per block)."""
+    import ray
+
+    return ray.data.read_parquet(str(Path(features_dir) / ROWS_DIR), columns=columns)
+
+
+def read_feature_frame(features_dir: str | Path, symbols: list[str] | None = None) -> pd.DataFrame:
+    """All feature rows (optionally some symbols) as one pandas frame, for evaluation and serving."""
+    filters = [("symbol", "in", symbols)] if symbols else None
+    return pd.read_parquet(Path(features_dir) / ROWS_DIR, filters=filters)
+
+
+class FeatureBlocks:
+    """Feature rows held once in memory, sorted by (symbol, date); windows are cut from them by index.
+
+    ``x`` is the normalized (rows, features) float32 matrix, ``y`` the raw target (return units). Memory grows
+    with rows, not rows x window.
+    """
+
+    def __init__(self, frame: pd.DataFrame, normalizer: Normalizer, window: int):
+        frame = frame.sort_values(["symbol", "date"], kind="stable").reset_index(drop=True)
+        self.window = window
+        self.features = list(normalizer.features)
+        self.symbols = frame["symbol"].astype(str).to_numpy()
+        self.dates = frame["date"].to_numpy(dtype="datetime64[ns]")
+        self.x = normalizer.transform(frame[self.features].to_numpy(dtype=np.float32))
+        self.y = frame["target"].to_numpy(dtype=np.float32)
+        self.raw_return = frame["return_1d"].to_numpy(dtype=np.float32) if "return_1d" in frame else None
+        self.t = frame["t"].to_numpy(dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def ends(self, period: Period | None = None, require_target: bool = True) -> np.ndarray:
+        """Rows that end a full window, inside ``period`` (by the window's last date), with a known target."""
+        ends = window_ends(self.t, self.window, self.symbols)
+        keep = np.ones(len(ends), dtype=bool)
+        if period is not None:
+            keep &= period.mask(self.dates[ends])
+        if require_target:
+            keep &= np.isfinite(self.y[ends])
+        return ends[keep]
+
+    def windows(self, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return cut_windows(self.x, ends, self.window, self.y)

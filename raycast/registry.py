@@ -1,0 +1,177 @@
+"""The model registry: one versioned directory per trained ensemble, and the predictor that serving loads.
+
+A version holds everything needed to reproduce a prediction: the weights (plain tensors, read back with
+``torch.load(weights_only=True)`` so nothing arbitrary is ever unpickled), the feature spec and normalization
+statistics, model hyperparameters, target standardization, metrics, the data range and the code version.
+
+    registry/<version>/model.json
+    registry/<version>/weights/{lstm,cnn,attention,ensemble_head}.pt
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raycast.features.normalize import Normalizer
+
+HEAD = "ensemble_head"
+
+
+def registry_dir(storage: str) -> Path:
+    return Path(storage) / "registry"
+
+
+def code_version() -> str:
+    """The git commit of the code that trained the model, or the package version outside a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )  # fmt: skip
+        if out.returncode == 0:
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import version
+
+    return f"raycast-{version('raycast')}"
+
+
+def save_version(storage: str, spec: dict, weights: dict[str, dict[str, torch.Tensor]]) -> str:
+    """Write a new registry version atomically (a temp directory renamed into place); returns its name."""
+    base = registry_dir(storage)
+    base.mkdir(parents=True, exist_ok=True)
+    version = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    tmp = base / f".tmp-{version}"
+    (tmp / "weights").mkdir(parents=True)
+    for name, state in weights.items():
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp / "weights" / f"{name}.pt")
+    spec = spec | {"version": version, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    spec.setdefault("code_version", code_version())
+    (tmp / "model.json").write_text(json.dumps(spec, indent=2, default=str))
+    os.rename(tmp, base / version)
+    return version
+
+
+def update_metrics(storage: str, version: str, metrics: dict) -> None:
+    """Attach evaluation metrics to a version (model.json is rewritten via a temp file + rename)."""
+    path = registry_dir(storage) / version / "model.json"
+    spec = json.loads(path.read_text())
+    spec["metrics"] = metrics
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(spec, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def list_versions(storage: str) -> list[dict]:
+    """Every version's model.json, oldest first."""
+    base = registry_dir(storage)
+    if not base.is_dir():
+        return []
+    return [json.loads((p / "model.json").read_text()) for p in sorted(base.iterdir()) if (p / "model.json").is_file()]
+
+
+def resolve_version(storage: str, version: str | None = None) -> str:
+    versions = [v["version"] for v in list_versions(storage)]
+    if not versions:
+        raise FileNotFoundError(f"no trained model in {registry_dir(storage)}: run `raycast train` first")
+    if version is None or version == "latest":
+        return versions[-1]
+    if version not in versions:
+        raise FileNotFoundError(f"unknown model version {version!r}; known: {', '.join(versions)}")
+    return version
+
+
+def load_spec(storage: str, version: str | None = None) -> dict:
+    version = resolve_version(storage, version)
+    return json.loads((registry_dir(storage) / version / "model.json").read_text())
+
+
+def load_weights(storage: str, version: str, name: str) -> dict[str, torch.Tensor]:
+    return torch.load(registry_dir(storage) / version / "weights" / f"{name}.pt", map_location="cpu", weights_only=True)
+
+
+def build_base(spec: dict, name: str, state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+    from raycast.models import build_model
+
+    model = build_model(name, len(spec["features"]["features"]), spec["features"]["window"], spec["models"][name])
+    if state is not None:
+        model.load_state_dict(state)
+    return model.eval()
+
+
+@dataclass
+class Predictor:
+    """A registered ensemble ready to predict, in return units. Windows are normalized (n, window, features)."""
+
+    spec: dict
+    bases: dict[str, torch.nn.Module]
+    ensemble: torch.nn.Module
+    device: torch.device
+
+    @property
+    def version(self) -> str:
+        return self.spec["version"]
+
+    @property
+    def normalizer(self) -> Normalizer:
+        return Normalizer.from_json(self.spec["features"]["normalizer"])
+
+    @property
+    def window(self) -> int:
+        return int(self.spec["features"]["window"])
+
+    def _to_returns(self, z: np.ndarray) -> np.ndarray:
+        return z * self.spec["target"]["std"] + self.spec["target"]["mean"]
+
+    @torch.no_grad()
+    def base_outputs(self, name: str, windows: np.ndarray) -> np.ndarray:
+        """One base model's output in standardized target units (what the ensemble head consumes)."""
+        x = torch.as_tensor(np.asarray(windows, dtype=np.float32), device=self.device)
+        return self.bases[name](x).float().reshape(-1).cpu().numpy()
+
+    @torch.no_grad()
+    def combine(self, base_outputs: np.ndarray) -> dict:
+        """Ensemble head on (n, n_bases) standardized base outputs -> predictions in return units."""
+        z = torch.as_tensor(np.asarray(base_outputs, dtype=np.float32), device=self.device)
+        pred, details = self.ensemble.forward_from_base_predictions(z)
+        names = list(self.bases)
+        weights = details.get("weights")
+        return {
+            "prediction": self._to_returns(pred.float().reshape(-1).cpu().numpy()),
+            "base_predictions": {n: self._to_returns(base_outputs[:, i]) for i, n in enumerate(names)},
+            "weights": {n: weights[:, i].float().cpu().numpy() for i, n in enumerate(names)} if weights is not None else {},
+        }
+
+    def predict_windows(self, windows: np.ndarray) -> dict:
+        outs = np.column_stack([self.base_outputs(n, windows) for n in self.bases])
+        return self.combine(outs)
+
+
+def load_predictor(storage: str, version: str | None = None, device: str = "cpu") -> Predictor:
+    """Load a registered ensemble (weights only, never arbitrary pickles) onto ``device``."""
+    from raycast.config import EnsembleConfig
+    from raycast.models import create_ensemble_model
+
+    spec = load_spec(storage, version)
+    dev = torch.device(device)
+    bases = {n: build_base(spec, n, load_weights(storage, spec["version"], n)).to(dev) for n in spec["members"]}
+    ensemble = create_ensemble_model(bases, EnsembleConfig.model_validate(spec["models"]["ensemble"]), device=str(dev))
+    missing, unexpected = ensemble.load_state_dict(load_weights(storage, spec["version"], HEAD), strict=False)
+    if unexpected or any(not k.startswith("bases.") for k in missing):
+        raise ValueError(f"registry version {spec['version']}: ensemble head does not match its spec")
+    return Predictor(spec, bases, ensemble.eval(), dev)
+
+
+def head_state(ensemble: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The ensemble's own parameters (weight predictor and meta-learner), without the frozen bases."""
+    return {k: v for k, v in ensemble.state_dict().items() if not k.startswith("bases.")}

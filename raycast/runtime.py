@@ -1,0 +1,21 @@
+"""Connecting to Ray: a local instance sized from the config, or a running cluster."""
+
+from __future__ import annotations
+
+import os
+
+from raycast.config import RayConfig
+
+
+def init_ray(cfg: RayConfig | None = None) -> None:
+    """Start or join Ray once per process. Inside ``ray job submit`` the job's cluster is joined."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    cfg = cfg or RayConfig()
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict = {"include_dashboard": False, "logging_level": "WARNING"}
+    if address is None and cfg.num_cpus is not None:
+        kwargs["num_cpus"] = cfg.num_cpus
+    ray.init(address=address, **kwargs)

@@ -1,0 +1,202 @@
+"""The per-worker training loop that Ray Train runs (``train_fn_per_worker``).
+
+Each worker pulls its shard of the feature dataset once, keeps the rows as one normalized float32 matrix on its
+device, and cuts shuffled windows from it by index every step: the data path costs an index gather, not a trip
+through the object store per batch. Validation runs on the whole validation period on every worker, so all
+ranks see the same metric and take the same early-stopping decision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from raycast.config import RaycastConfig
+from raycast.features.normalize import Normalizer
+from raycast.features.splits import Split
+from raycast.features.store import FeatureBlocks
+
+CHECKPOINT_FILE = "state.pt"
+
+
+class TrainJob(BaseModel):
+    """Everything one base-model fit needs, passed to the workers as plain data and re-validated there."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cfg: RaycastConfig
+    model: str
+    split: dict
+    normalizer: dict
+    window: int
+    target_mean: float
+    target_std: float
+    fail_at_epoch: int | None = None  # fault-injection for tests: SIGKILL this worker once at that epoch
+    fail_marker: str | None = None
+
+
+def collect_frame(shard) -> pd.DataFrame:
+    """Drain a Ray Data shard into one pandas frame (done once per run, not per epoch)."""
+    frames = list(shard.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=2))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def cross_sectional_ic(dates: np.ndarray, pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Mean per-date IC and Rank IC across symbols (what a quant reads, unlike the pooled MSE)."""
+    from raycast.evaluate.metrics import daily_ic
+
+    frame = pd.DataFrame({"date": dates, "target": target, "pred": pred})
+    ic, rank_ic = daily_ic(frame, "pred").mean(), daily_ic(frame, "pred", method="spearman").mean()
+    return float(ic) if np.isfinite(ic) else 0.0, float(rank_ic) if np.isfinite(rank_ic) else 0.0
+
+
+def make_loss(name: str) -> torch.nn.Module:
+    return torch.nn.HuberLoss(delta=1.0) if name == "huber" else torch.nn.MSELoss()
+
+
+@torch.no_grad()
+def predict_blocks(model, blocks_x: torch.Tensor, ends: np.ndarray, window: int, batch: int, autocast) -> np.ndarray:
+    """Model outputs (standardized units) for the windows ending at ``ends``; ``blocks_x`` is on the device."""
+    from raycast.features.windows import cut_windows
+
+    model.eval()
+    out = []
+    for i in range(0, len(ends), batch):
+        with autocast():
+            pred = model(cut_windows(blocks_x, ends[i : i + batch], window))
+        pred = pred[0] if isinstance(pred, tuple) else pred
+        out.append(pred.float().reshape(-1).cpu().numpy())
+    return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
+
+
+def _all_ranks_min(value: int, device) -> int:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
+def train_fn_per_worker(config: dict) -> None:
+    """Fit one base model; report metrics and a checkpoint every epoch; resume from the latest checkpoint."""
+    import ray.train
+    import ray.train.torch
+
+    from raycast.models import autocast_context, build_model
+
+    job = TrainJob.model_validate(config)
+    tc = job.cfg.train
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.manual_seed(tc.seed + rank)
+    rng = np.random.default_rng(tc.seed + rank)
+    device = ray.train.torch.get_device()
+    split = Split.from_json(job.split)
+    normalizer = Normalizer.from_json(job.normalizer)
+
+    train_blocks = FeatureBlocks(collect_frame(ray.train.get_dataset_shard("train")), normalizer, job.window)
+    val_blocks = FeatureBlocks(collect_frame(ray.train.get_dataset_shard("val")), normalizer, job.window)
+    train_ends, val_ends = train_blocks.ends(split.train), val_blocks.ends(split.val)
+    x_train = torch.as_tensor(train_blocks.x, device=device)
+    y_train = torch.as_tensor((train_blocks.y - job.target_mean) / job.target_std, device=device)
+    x_val = torch.as_tensor(val_blocks.x, device=device)
+
+    model_params = getattr(job.cfg.models, job.model).model_dump()
+    model = build_model(job.model, len(normalizer.features), job.window, model_params)
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    if tc.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tc.epochs)
+    elif tc.lr_schedule == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=1)
+    else:
+        scheduler = None
+    loss_fn = make_loss(tc.loss)
+    autocast = lambda: autocast_context(device, tc.bf16)  # noqa: E731
+
+    start_epoch, best, bad_epochs, history = 0, None, 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=device, weights_only=True)
+        _unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
+        history = json.loads(state["history"])
+
+    # DDP needs the same number of steps on every rank, whatever the size of each shard.
+    steps = _all_ranks_min(max(1, len(train_ends) // tc.batch_size), device)
+    if tc.max_steps_per_epoch:
+        steps = min(steps, tc.max_steps_per_epoch)
+    higher_is_better = tc.early_stop_metric != "val_loss"
+
+    for epoch in range(start_epoch, tc.epochs):
+        if job.fail_at_epoch == epoch and job.fail_marker and not os.path.exists(job.fail_marker):
+            Path(job.fail_marker).write_text(str(epoch))
+            os.kill(os.getpid(), signal.SIGKILL)
+        model.train()
+        order = rng.permutation(train_ends)
+        total = 0.0
+        for step in range(steps):
+            ends = torch.as_tensor(order[step * tc.batch_size : (step + 1) * tc.batch_size], device=device)
+            xb = x_train[ends[:, None] + torch.arange(1 - job.window, 1, device=device)]
+            with autocast():
+                loss = loss_fn(model(xb).float().reshape(-1), y_train[ends])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            total += float(loss.detach())
+
+        pred = predict_blocks(model, x_val, val_ends, job.window, 4096, autocast)
+        y_val = (val_blocks.y[val_ends] - job.target_mean) / job.target_std
+        ic, rank_ic = cross_sectional_ic(val_blocks.dates[val_ends], pred, y_val)
+        metrics = {
+            "epoch": epoch,
+            "train_loss": total / steps,
+            "val_loss": float(np.mean((pred - y_val) ** 2)) if len(pred) else float("nan"),
+            "val_ic": ic,
+            "val_rank_ic": rank_ic,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        score = metrics[tc.early_stop_metric]
+        improved = best is None or (score > best if higher_is_better else score < best)
+        best, bad_epochs = (score, 0) if improved else (best, bad_epochs + 1)
+        metrics["best_score"], metrics["stop"] = best, bad_epochs >= tc.patience or epoch == tc.epochs - 1
+        history.append({k: v for k, v in metrics.items() if k != "stop"})
+        if scheduler is not None:
+            scheduler.step(metrics["val_loss"]) if tc.lr_schedule == "plateau" else scheduler.step()
+
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0:
+                state = {
+                    "model": _unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                    "epoch": epoch,
+                    "best": best,
+                    "bad_epochs": bad_epochs,
+                    "history": json.dumps(history),
+                }
+                torch.save(state, Path(d) / CHECKPOINT_FILE)
+                ckpt = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=ckpt)
+        if metrics["stop"]:
+            break
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model

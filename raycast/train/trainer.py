@@ -1,0 +1,148 @@
+"""Fitting the base models with Ray Train's ``TorchTrainer``, one trainer per model.
+
+The feature dataset is read with Ray Data; the training period is sharded across workers
+(``get_dataset_shard``), the validation period goes whole to every worker. Checkpoints, early stopping and
+restarts after a worker failure are Ray Train's (``CheckpointConfig``, ``FailureConfig``).
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from raycast.config import RaycastConfig
+from raycast.features.normalize import Normalizer, fit_normalizer
+from raycast.features.splits import Split
+from raycast.features.store import ROWS_DIR, read_feature_dataset
+from raycast.train.loop import CHECKPOINT_FILE, TrainJob, train_fn_per_worker
+
+
+@dataclass
+class FitResult:
+    """A fitted base model: its best weights, the metrics of that epoch, and the whole training curve."""
+
+    name: str
+    state_dict: dict
+    best_metrics: dict
+    history: list[dict] = field(default_factory=list)
+    path: str = ""
+
+
+def target_stats(features_dir: Path, split: Split) -> tuple[float, float]:
+    """Mean and standard deviation of the target over the training period: the target is standardized with them."""
+    table = pq.read_table(
+        Path(features_dir) / ROWS_DIR, columns=["target"], filters=[("date", "<=", split.train.end.to_pydatetime())]
+    )
+    y = table.column("target").to_numpy(zero_copy_only=False)
+    y = y[np.isfinite(y)]
+    return float(y.mean()), float(max(y.std(), 1e-8))
+
+
+def fit_fold_normalizer(features_dir: Path, split: Split, features: list[str], method: str, clip: float) -> Normalizer:
+    """Normalization statistics from this split's training rows only (walk-forward folds each get their own)."""
+    table = pq.read_table(
+        Path(features_dir) / ROWS_DIR, columns=features, filters=[("date", "<=", split.train.end.to_pydatetime())]
+    )
+    return fit_normalizer(np.column_stack([table.column(n).to_numpy() for n in features]), features, method, clip)
+
+
+def _date_range(start: pd.Timestamp | None, end: pd.Timestamp):
+    """A Ray Data batch filter keeping rows with start <= date <= end (start None: from the beginning)."""
+
+    def keep(batch):
+        mask = pc.less_equal(batch["date"], pc.scalar(end.to_datetime64()).cast(batch["date"].type))
+        if start is not None:
+            mask = pc.and_(mask, pc.greater_equal(batch["date"], pc.scalar(start.to_datetime64()).cast(batch["date"].type)))
+        return batch.filter(mask)
+
+    return keep
+
+
+def fit_base_model(
+    cfg: RaycastConfig,
+    name: str,
+    features_dir: Path,
+    split: Split,
+    normalizer: Normalizer,
+    window: int,
+    run_dir: Path,
+    fail_at_epoch: int | None = None,
+) -> FitResult:
+    """Fit one base model with a TorchTrainer and return its best checkpoint's weights."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    tc = cfg.train
+    mean, std = target_stats(features_dir, split)
+    job = TrainJob(
+        cfg=cfg,
+        model=name,
+        split=split.to_json(),
+        normalizer=normalizer.to_json(),
+        window=window,
+        target_mean=mean,
+        target_std=std,
+        fail_at_epoch=fail_at_epoch,
+        fail_marker=str(run_dir / f".fault-{name}") if fail_at_epoch is not None else None,
+    )
+    ds = read_feature_dataset(features_dir)
+    lookback = split.val.start - pd.tseries.offsets.BDay(2 * window + 10)  # enough rows for the first val window
+    datasets = {
+        "train": ds.map_batches(_date_range(None, split.train.end), batch_format="pyarrow", batch_size=None),
+        "val": ds.map_batches(_date_range(lookback, split.val.end), batch_format="pyarrow", batch_size=None),
+    }
+    resources = {"CPU": tc.cpus_per_worker} | ({"GPU": tc.gpus_per_worker} if tc.use_gpu else {})
+    mode = "min" if tc.early_stop_metric == "val_loss" else "max"
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config=job.model_dump(mode="json"),
+        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(run_dir.resolve() / "ray"),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute=tc.early_stop_metric, checkpoint_score_order=mode
+            ),
+            failure_config=FailureConfig(max_failures=tc.max_failures),
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    best = result.get_best_checkpoint(tc.early_stop_metric, mode)
+    if best is None:
+        raise RuntimeError(f"training {name} produced no checkpoint")
+    with best.as_directory() as d:
+        state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    history = json.loads(state["history"])
+    best_metrics = next((h for h in history if h["epoch"] == state["epoch"]), history[-1])
+    return FitResult(
+        name, state["model"], best_metrics | {"target_mean": mean, "target_std": std}, history, str(best.path)
+    )
+
+
+def fit_base_models(
+    cfg: RaycastConfig,
+    features_dir: Path,
+    split: Split,
+    normalizer: Normalizer,
+    window: int,
+    run_dir: Path,
+) -> dict[str, FitResult]:
+    """Fit every configured base model, one after another or concurrently (``train.concurrent``)."""
+
+    def fit(name: str) -> FitResult:
+        return fit_base_model(cfg, name, features_dir, split, normalizer, window, run_dir)
+
+    if cfg.train.concurrent and len(cfg.train.models) > 1:
+        with ThreadPoolExecutor(len(cfg.train.models)) as pool:
+            return dict(zip(cfg.train.models, pool.map(fit, cfg.train.models), strict=True))
+    return {name: fit(name) for name in cfg.train.models}
