@@ -41,12 +41,18 @@ class SampleConfig(Strict):
     """Real daily bars that ship offline with the ``bokeh-sampledata`` package (2000-2013)."""
 
     symbols: list[str] = ["AAPL", "MSFT", "IBM", "GOOG"]
+    adjust: bool = Field(
+        True, description="scale the (unadjusted) bars by adj_close/close so splits do not show up as returns"
+    )
 
 
 class FilesConfig(Strict):
     """The user's own data: one long CSV/Parquet file, or a directory with one file per symbol."""
 
     path: str | None = None
+    adjust: bool = Field(
+        False, description="scale open/high/low/close by Adj Close / Close when an Adj Close column exists"
+    )
 
 
 class IngestConfig(Strict):
@@ -104,8 +110,10 @@ class LSTMConfig(Strict):
     bidirectional: bool = True
     dropout: float = Field(0.2, ge=0, lt=1)
     fc_size: int = Field(128, ge=1)
-    readout: Literal["last", "final"] = Field(
-        "last", description="'last': output at the last timestep; 'final': each direction's final state"
+    readout: Literal["final", "last"] = Field(
+        "final",
+        description="'final': each direction's final state; 'last': the output at the last timestep, where the "
+        "top backward direction has read one step only (its recurrent weights then never train)",
     )
 
 

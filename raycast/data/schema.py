@@ -46,7 +46,7 @@ def canonical_bars(frame: pd.DataFrame, check: bool = True) -> pd.DataFrame:
     if not _is_sorted(out):
         out = out.sort_values(["symbol", "date"], kind="stable", ignore_index=True)
     if check:
-        if out.duplicated(["symbol", "date"]).any():
+        if pd.Series(symbol_date_key(out["symbol"], out["date"].to_numpy())).duplicated().any():
             raise DataError("bars frame has duplicate (symbol, date) rows")
         if (out["date"] != out["date"].dt.normalize()).any():
             raise DataError("bars frame has dates that are not at midnight")
@@ -55,10 +55,17 @@ def canonical_bars(frame: pd.DataFrame, check: bool = True) -> pd.DataFrame:
 
 def _is_sorted(bars: pd.DataFrame) -> bool:
     """Whether rows are ordered by symbol then date (cheaper than sorting an already sorted frame)."""
-    sym = bars["symbol"].to_numpy(dtype=object)
-    date = bars["date"].to_numpy()
-    same = sym[1:] == sym[:-1]
-    return bool(np.all((sym[1:] >= sym[:-1]) & (~same | (date[1:] >= date[:-1]))))
+    codes, _ = pd.factorize(bars["symbol"], sort=True)  # codes follow symbol order
+    date = bars["date"].to_numpy().view("i8")
+    step_code, step_date = np.diff(codes), np.diff(date)
+    return bool(np.all((step_code > 0) | ((step_code == 0) & (step_date >= 0))))
+
+
+def symbol_date_key(symbol: pd.Series, date: np.ndarray) -> np.ndarray:
+    """One int64 per (symbol, date), equal exactly when both are: hashing ints beats hashing string pairs."""
+    codes, _ = pd.factorize(symbol)
+    days = date.astype("datetime64[D]").view("i8")  # midnight dates: the day number is exact
+    return (codes.astype("i8") << 32) | (days - days.min()) if len(days) else codes.astype("i8")
 
 
 def content_hash(bars: pd.DataFrame) -> str:

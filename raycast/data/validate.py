@@ -5,6 +5,7 @@ Nothing is dropped silently: ``len(clean) + len(rejected) == len(raw)``. A row g
 
 * ``unparsable_date``: a non-empty date that does not parse (ISO 8601 first, then any format dateutil reads,
   month first). Time-zone offsets are dropped, keeping the local calendar date; times are floored to midnight.
+  Numeric (epoch) dates are not interpreted and dates outside 1678-2261 cannot be stored: both land here.
 * ``missing_value``: an empty or missing symbol, date, price or volume (NaN, ``""``, ``null``, ``NA``, ``N/A``...).
 * ``unparsable_number``: a price or volume that is present but is not a number (``"12,5"``, ``"abc"``).
 * ``invalid_symbol``: a symbol that cannot name a directory (contains ``/ \\ =`` or whitespace, is ``.``/``..``,
@@ -34,7 +35,14 @@ import numpy as np
 import pandas as pd
 
 from raycast.data.errors import DataError
-from raycast.data.schema import BAR_COLUMNS, PRICE_COLUMNS, VALUE_COLUMNS, canonical_bars, empty_bars
+from raycast.data.schema import (
+    BAR_COLUMNS,
+    PRICE_COLUMNS,
+    VALUE_COLUMNS,
+    canonical_bars,
+    empty_bars,
+    symbol_date_key,
+)
 
 REASONS = (
     "unparsable_date",
@@ -57,9 +65,9 @@ _BAD_SYMBOL = re.compile(r"[/\\=\s]")
 
 
 def _text(values: pd.Series) -> pd.Series:
-    """Values as stripped text; missing values become ''."""
-    obj = values.astype(object)
-    return obj.map(lambda v: "" if v is None or v is pd.NA or v is pd.NaT else str(v).strip())
+    """Values as stripped text; missing values (None, NaN, NA, NaT) become ''."""
+    missing = values.isna().to_numpy()
+    return values.astype(str).str.strip().where(~missing, "")
 
 
 def _is_blank(text: pd.Series) -> np.ndarray:
@@ -77,18 +85,24 @@ def _parse_dates(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         text = _text(values)
         missing = _is_blank(text)
         text = text.str.replace(_TZ_SUFFIX, r"\1", regex=True).where(~missing, None)
-        parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
+        parsed = _to_us(pd.to_datetime(text, errors="coerce", format="ISO8601"))
         retry = parsed.isna().to_numpy() & ~missing
         if retry.any():  # rarer layouts (01/02/2020, 2 Jan 2020): slow element-wise parsing, only where needed
-            parsed = parsed.astype("datetime64[ns]")
-            parsed[retry] = pd.to_datetime(text[retry], errors="coerce", format="mixed")
-        if isinstance(parsed.dtype, pd.DatetimeTZDtype):
-            parsed = parsed.dt.tz_localize(None)
-    parsed = pd.Series(parsed).dt.normalize()
+            parsed[retry] = _to_us(pd.to_datetime(text[retry], errors="coerce", format="mixed"))
+    parsed = _to_us(pd.Series(parsed)).dt.normalize()
     # Dates outside the datetime64[ns] range (years 1678-2261) cannot be stored: treat them as unparsable.
     in_range = (parsed >= pd.Timestamp("1678-01-01")) & (parsed <= pd.Timestamp("2261-12-31"))
     parsed = parsed.where(in_range)
     return parsed.astype("datetime64[ns]").to_numpy(), missing
+
+
+def _to_us(dates: pd.Series) -> pd.Series:
+    """Naive datetime64[us]: a unit wide enough for any parsed year, so out-of-range dates can be masked."""
+    if isinstance(dates.dtype, pd.DatetimeTZDtype):
+        dates = dates.dt.tz_localize(None)
+    if dates.dtype == object:  # mixed offsets survive as objects; none remain after the suffix is stripped
+        dates = pd.to_datetime(dates, errors="coerce", utc=True).dt.tz_localize(None)
+    return dates.astype("datetime64[us]")
 
 
 def _parse_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -146,9 +160,13 @@ def validate_bars(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.Data
         high_below_low = h < lo * (1 - OHLC_SLACK)
         inconsistent = (h < np.maximum(o, c) * (1 - OHLC_SLACK)) | (lo > np.minimum(o, c) * (1 + OHLC_SLACK))
         negative_volume = values["volume"] < 0
-    invalid_symbol = (
-        symbol.str.contains(_BAD_SYMBOL).to_numpy() | symbol.isin([".", ".."]).to_numpy() | (symbol.str.len() > 64)
-    ).to_numpy() & ~sym_missing
+    # Checked once per distinct symbol: there are few symbols and many rows.
+    codes, uniques = pd.factorize(symbol)
+    uniques = pd.Series(uniques, dtype=str)
+    bad_unique = (
+        uniques.str.contains(_BAD_SYMBOL) | uniques.isin([".", ".."]) | (uniques.str.len() > 64)
+    ).to_numpy(dtype=bool)
+    invalid_symbol = bad_unique[codes] & ~sym_missing
 
     reason = _first_reasons(
         [
@@ -167,7 +185,8 @@ def validate_bars(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.Data
     frame = pd.DataFrame({"symbol": symbol.to_numpy(), "date": date, **{k: values[k] for k in VALUE_COLUMNS}})
     ok = reason == None  # noqa: E711
     dup = np.zeros(n, dtype=bool)
-    dup[ok] = frame.loc[ok].duplicated(["symbol", "date"], keep="first").to_numpy()
+    key = symbol_date_key(frame["symbol"][ok], date[ok])
+    dup[ok] = pd.Series(key).duplicated(keep="first").to_numpy()
     reason[dup] = "duplicate"
     ok &= ~dup
 

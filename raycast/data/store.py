@@ -1,0 +1,248 @@
+"""The published market dataset: versioned directories switched atomically.
+
+Layout under ``<storage>/market/``::
+
+    CURRENT                      one line: the name of the published version directory
+    v-<utc timestamp>-<uuid>/
+        symbol=<SYM>/data.parquet    canonical bars of one symbol, sorted by date
+        rejected.parquet             rejected rows (original values as text, reason, source, row)
+        manifest.json                what is in the version (see :func:`build_manifest`)
+
+A version is written into a hidden ``.tmp-...`` directory, fsynced, renamed to ``v-...`` and only then published
+by replacing ``CURRENT`` (temp file + ``os.replace``). A crash at any point before that replace leaves the
+previous version current and intact. Afterwards everything but the new and the previously current version is
+pruned. Writers serialize on an ``fcntl`` lock, so a leftover ``.tmp-...`` seen while holding it is debris from a
+killed writer and is removed. Storage must be a local (or locally mounted) path.
+
+Nothing here embeds a wall-clock time in the files, so the same input yields byte-identical Parquet files and
+manifest; only the version directory name carries the time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raycast.data.errors import DataError
+from raycast.data.schema import VALUE_COLUMNS, canonical_bars, content_hash, empty_bars
+from raycast.data.validate import REJECTED_COLUMNS, reason_counts
+
+CURRENT = "CURRENT"
+MANIFEST = "manifest.json"
+REJECTED = "rejected.parquet"
+DATA_FILE = "data.parquet"
+PAUSE_ENV = "RAYCAST_DATA_TEST_PAUSE"  # "<stage>:<seconds>" sleeps at a stage; lets tests kill a writer there
+
+BAR_SCHEMA = pa.schema(
+    [("symbol", pa.string()), ("date", pa.timestamp("ns"))] + [(c, pa.float64()) for c in VALUE_COLUMNS]
+)
+REJECTED_SCHEMA = pa.schema([(c, pa.int64() if c == "row" else pa.string()) for c in REJECTED_COLUMNS])
+
+
+def market_dir(storage: str) -> Path:
+    """``<storage>/market``: where market data versions live."""
+    return Path(storage) / "market"
+
+
+def build_manifest(bars: pd.DataFrame, rejected: pd.DataFrame, base: dict | None = None) -> dict:
+    """``base`` (``sources``, ``synthetic``) completed with the fields derived from the data."""
+    base = dict(base or {})
+    per_symbol = bars.groupby("symbol", sort=True).size()
+    counts = reason_counts(rejected)
+    return {
+        "sources": list(base.get("sources", [])),
+        "symbols": [str(s) for s in per_symbol.index],
+        "n_symbols": int(len(per_symbol)),
+        "date_min": bars["date"].min().date().isoformat() if len(bars) else None,
+        "date_max": bars["date"].max().date().isoformat() if len(bars) else None,
+        "rows": int(len(bars)),
+        "rows_per_symbol": {str(k): int(v) for k, v in per_symbol.items()},
+        "rejected": counts,
+        "rejected_total": int(sum(counts.values())),
+        "synthetic": base.get("synthetic"),
+        "content_hash": content_hash(bars),
+    }
+
+
+def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict) -> Path:
+    """Write a new version, publish it via ``CURRENT``, prune old versions; returns the version directory.
+
+    ``manifest`` supplies ``sources`` and ``synthetic``; the data-derived fields are (re)computed here so the
+    manifest always matches the files.
+    """
+    bars = canonical_bars(bars)
+    if bars.empty:
+        raise DataError("refusing to publish an empty market dataset")
+    bad = [s for s in bars["symbol"].unique() if "/" in s or "\\" in s or s in (".", "..")]
+    if bad:
+        raise DataError(f"symbols cannot name a directory: {bad[:5]}")
+    rejected = rejected.reindex(columns=list(REJECTED_COLUMNS))
+    full = build_manifest(bars, rejected, manifest)
+    root = market_dir(storage)
+    root.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(root):
+        for debris in root.glob(".tmp-*"):
+            shutil.rmtree(debris, ignore_errors=True)
+        name = f"v-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
+        tmp = root / f".tmp-{name}"
+        tmp.mkdir()
+        try:
+            _write_version(tmp, bars, rejected, full)
+            os.rename(tmp, root / name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(root)
+        _pause("before_switch")
+        previous = _current_name(root)
+        _switch_current(root, name)
+        for old in root.glob("v-*"):
+            if old.is_dir() and old.name not in (name, previous):
+                shutil.rmtree(old, ignore_errors=True)
+    return root / name
+
+
+def _write_version(out: Path, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict) -> None:
+    # One conversion to Arrow, then zero-copy slices per symbol (bars are sorted by symbol).
+    table = _to_arrow(bars, BAR_SCHEMA)
+    start = 0
+    for i, (symbol, size) in enumerate(bars.groupby("symbol", sort=True).size().items()):
+        sym_dir = out / f"symbol={symbol}"
+        sym_dir.mkdir()
+        _write_parquet(table.slice(start, size), sym_dir / DATA_FILE)
+        start += size
+        if i == 0:
+            _pause("mid_write")
+    _write_parquet(_to_arrow(rejected, REJECTED_SCHEMA), out / REJECTED)
+    path = out / MANIFEST
+    with open(path, "w") as f:
+        f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(out)
+
+
+def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    # No pandas metadata: the files are plain, library-version-independent tables.
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False).replace_schema_metadata(None)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path)
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _writer_lock(root: Path) -> Iterator[None]:
+    with open(root / ".lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _pause(stage: str) -> None:
+    """Test hook: sleep at ``stage`` when ``RAYCAST_DATA_TEST_PAUSE=<stage>:<seconds>``."""
+    want, _, seconds = os.environ.get(PAUSE_ENV, "").partition(":")
+    if want == stage:
+        time.sleep(float(seconds or 60))
+
+
+def _current_name(root: Path) -> str | None:
+    pointer = root / CURRENT
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def _switch_current(root: Path, name: str) -> None:
+    tmp = root / f".{CURRENT}.{uuid.uuid4().hex}"
+    with open(tmp, "w") as f:
+        f.write(name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, root / CURRENT)
+    _fsync_dir(root)
+
+
+def current_version_dir(storage: str) -> Path:
+    """The published version directory; FileNotFoundError telling the user to ingest when there is none."""
+    root = market_dir(storage)
+    name = _current_name(root)
+    if name is None:
+        raise FileNotFoundError(f"no market data under {root}: run `raycast ingest` first")
+    path = root / name
+    if not path.is_dir():
+        raise FileNotFoundError(f"{root / CURRENT} names {name}, which is missing: run `raycast ingest` again")
+    return path
+
+
+def list_symbols(storage: str) -> list[str]:
+    """The symbols of the current version, sorted."""
+    return sorted(p.name.partition("=")[2] for p in current_version_dir(storage).glob("symbol=*") if p.is_dir())
+
+
+def symbol_file(storage: str, symbol: str) -> Path:
+    """The Parquet file holding ``symbol``'s bars in the current version (KeyError for an unknown symbol)."""
+    path = current_version_dir(storage) / f"symbol={symbol}" / DATA_FILE
+    if not path.is_file():
+        raise KeyError(f"no market data for symbol {symbol!r}; available: {', '.join(list_symbols(storage))}")
+    return path
+
+
+def read_bars(storage: str, symbols: list[str] | None = None) -> pd.DataFrame:
+    """Canonical bars of the current version, for all symbols or the given ones."""
+    version = current_version_dir(storage)  # resolved once, so all files come from one version
+    available = sorted(p.name.partition("=")[2] for p in version.glob("symbol=*"))
+    wanted = available if symbols is None else sorted(set(symbols))
+    unknown = [s for s in wanted if s not in available]
+    if unknown:
+        raise KeyError(f"no market data for symbol(s) {', '.join(unknown)}; available: {', '.join(available)}")
+    if not wanted:
+        return empty_bars()
+    # Read file by file: pyarrow would otherwise parse 'symbol=' in the path as a second symbol column.
+    tables = [pq.read_table(version / f"symbol={s}" / DATA_FILE, partitioning=None) for s in wanted]
+    return canonical_bars(pa.concat_tables(tables).to_pandas(), check=False)
+
+
+def read_manifest(storage: str) -> dict:
+    """The manifest of the current version."""
+    return json.loads((current_version_dir(storage) / MANIFEST).read_text())
+
+
+def read_rejected(storage: str) -> pd.DataFrame:
+    """The rows the current version's ingest rejected, with ``reason``, ``source`` and ``row``."""
+    return pq.read_table(current_version_dir(storage) / REJECTED, partitioning=None).to_pandas()
+
+
+__all__ = [
+    "build_manifest",
+    "current_version_dir",
+    "list_symbols",
+    "market_dir",
+    "read_bars",
+    "read_manifest",
+    "read_rejected",
+    "symbol_file",
+    "write_market_data",
+]

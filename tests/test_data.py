@@ -1,0 +1,462 @@
+"""Ingestion layer: sources, validation, the versioned store and crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raycast.config import SampleConfig, SyntheticConfig, parse_config
+from raycast.data import DataError
+from raycast.data.files import read_user_files
+from raycast.data.ingest import ingest
+from raycast.data.sample import load_sample
+from raycast.data.store import (
+    PAUSE_ENV,
+    current_version_dir,
+    list_symbols,
+    market_dir,
+    read_bars,
+    read_manifest,
+    read_rejected,
+    symbol_file,
+)
+from raycast.data.synthetic import generate_synthetic
+from raycast.data.validate import REASONS, validate_bars
+
+BAR_COLUMNS = ["symbol", "date", "open", "high", "low", "close", "volume"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _cfg(storage: Path, **ingest) -> object:
+    return parse_config({"storage": str(storage), "ingest": ingest})
+
+
+def _bars(symbol: str = "AAA", n: int = 5, start: str = "2021-01-04") -> pd.DataFrame:
+    dates = pd.bdate_range(start, periods=n)
+    close = 10.0 + np.arange(n)
+    return pd.DataFrame(
+        {
+            "symbol": symbol,
+            "date": dates.strftime("%Y-%m-%d"),
+            "open": close - 0.5,
+            "high": close + 1.0,
+            "low": close - 1.0,
+            "close": close,
+            "volume": 1000.0 + np.arange(n),
+        }
+    )
+
+
+def _per_date_ic(signal: pd.DataFrame, returns_next: pd.DataFrame) -> np.ndarray:
+    """Per-date cross-sectional Pearson correlation of two (date x symbol) frames, NaN rows dropped."""
+    x, y = signal.to_numpy(), returns_next.to_numpy()
+    keep = ~(np.isnan(x).any(1) | np.isnan(y).any(1))
+    x, y = x[keep], y[keep]
+    x, y = x - x.mean(1, keepdims=True), y - y.mean(1, keepdims=True)
+    return (x * y).sum(1) / np.sqrt((x * x).sum(1) * (y * y).sum(1))
+
+
+def _symbols_of(bars: pd.DataFrame) -> list[str]:
+    return sorted(bars["symbol"].unique())
+
+
+def _wide(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    return frame.pivot(index="date", columns="symbol", values=column)
+
+
+@pytest.fixture(scope="module")
+def universe_02():
+    return generate_synthetic(SyntheticConfig(n_symbols=100, n_days=756, signal_strength=0.2, seed=7))
+
+
+@pytest.fixture(scope="module")
+def universe_0():
+    return generate_synthetic(SyntheticConfig(n_symbols=100, n_days=756, signal_strength=0.0, seed=7))
+
+
+# ---------------------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_is_deterministic_and_canonical():
+    cfg = SyntheticConfig(n_symbols=12, n_days=150, n_sectors=3, seed=3)
+    a, b = generate_synthetic(cfg), generate_synthetic(cfg)
+    pd.testing.assert_frame_equal(a.bars, b.bars)
+    pd.testing.assert_frame_equal(a.expected_return, b.expected_return)
+    assert a.oracle_ic == b.oracle_ic and a.info == b.info
+    c = generate_synthetic(cfg.model_copy(update={"seed": 4}))
+    assert not np.allclose(a.bars["close"], c.bars["close"])
+
+    bars = a.bars
+    assert list(bars.columns) == BAR_COLUMNS
+    assert bars["date"].dtype == "datetime64[ns]"
+    assert all(bars[c].dtype == "float64" for c in BAR_COLUMNS[2:])
+    assert not bars.duplicated(["symbol", "date"]).any()
+    assert bars.equals(bars.sort_values(["symbol", "date"], ignore_index=True))
+    assert sorted(bars["symbol"].unique()) == [f"SYN{i:03d}" for i in range(12)]
+    assert bars["date"].iloc[0] == pd.Timestamp(cfg.start)
+    assert (bars["date"].dt.dayofweek < 5).all() and (bars["date"] == bars["date"].dt.normalize()).all()
+    assert len(bars) == 12 * 150
+    assert list(a.expected_return.columns) == ["symbol", "date", "mu"]
+    assert set(a.info["sectors"].values()) == {0, 1, 2}
+
+
+def test_synthetic_ohlc_consistent_and_positive(universe_02):
+    b = universe_02.bars
+    assert (b[["open", "high", "low", "close", "volume"]] > 0).all().all()
+    assert (b["high"] >= b[["open", "close"]].max(axis=1)).all()
+    assert (b["low"] <= b[["open", "close"]].min(axis=1)).all()
+    first = b.groupby("symbol")["close"].first()
+    assert first.between(20, 200).all()
+    vol = _wide(b, "close").pct_change().std() * np.sqrt(252)
+    assert vol.between(0.15, 0.5).all()  # annualized total vol in a plausible equity range
+
+
+def test_synthetic_volume_rises_with_abs_return_and_vol_clusters(universe_02):
+    b = universe_02.bars
+    r = _wide(b, "close").pct_change().iloc[1:]
+    z = (r / r.std()).abs()
+    logv = np.log(_wide(b, "volume")).iloc[1:]
+    corr = [np.corrcoef(z[s], logv[s])[0, 1] for s in r.columns]
+    assert np.median(corr) > 0.2
+    # Volatility clustering: |r| is positively autocorrelated (GARCH), at lag 1 and still at lag 5.
+    absr = r.abs()
+    ac1 = np.mean([absr[s].autocorr(1) for s in r.columns])
+    ac5 = np.mean([absr[s].autocorr(5) for s in r.columns])
+    assert ac1 > 0.04 and ac5 > 0.02, (ac1, ac5)
+
+
+def test_synthetic_oracle_ic_matches_realized(universe_02):
+    u = universe_02
+    r_next = _wide(u.bars, "close").pct_change().shift(-1)
+    ic = _per_date_ic(_wide(u.expected_return, "mu"), r_next)
+    assert len(ic) == 755
+    # Per-date ICs are independent given mu (fresh noise every day); 4 standard errors plus the oracle's own
+    # Monte Carlo error (well under 0.002 here) bound the gap.
+    tol = 4 * ic.std() / np.sqrt(len(ic)) + 0.002
+    assert abs(ic.mean() - u.oracle_ic) < tol, (ic.mean(), u.oracle_ic, tol)
+    assert 0.15 < u.oracle_ic < 0.25
+
+
+def _reversal_proxy(bars: pd.DataFrame) -> pd.DataFrame:
+    """The planted reversal term, rebuilt from observables only (20-day std stands in for sigma)."""
+    r = _wide(bars, "close").pct_change()
+    return -np.tanh(r.rolling(5).sum() / (r.rolling(20).std() * np.sqrt(5)))
+
+
+def test_synthetic_strength_zero_has_nothing_to_predict(universe_0, universe_02):
+    assert universe_0.oracle_ic == 0.0
+    assert (universe_0.expected_return["mu"] == 0).all()
+    # Same seed, same shocks: only the planted component differs.
+    for u, expect_signal in ((universe_0, False), (universe_02, True)):
+        r_next = _wide(u.bars, "close").pct_change().shift(-1)
+        ic = _per_date_ic(_reversal_proxy(u.bars), r_next)
+        se = ic.std() / np.sqrt(len(ic))
+        if expect_signal:
+            assert ic.mean() > 4 * se
+        else:
+            assert abs(ic.mean()) < 4 * se, (ic.mean(), se)
+
+
+# ------------------------------------------------------------------------------------------- sample
+
+
+def test_sample_loads_real_aapl():
+    raw = load_sample(SampleConfig(symbols=["aapl"]))
+    bars, rejected = validate_bars(raw, "sample")
+    assert rejected.empty and len(bars) == 3270
+    assert bars["date"].min() == pd.Timestamp("2000-03-01") and bars["date"].max() == pd.Timestamp("2013-03-01")
+    ret = bars["close"].pct_change()
+    # Adjusted (the default): the 2:1 split on 2005-02-28 is not a return; the real 2000-09-29 crash (-52%) is.
+    assert ret[bars["date"] == "2005-02-28"].abs().item() < 0.05
+    assert ret.min() == pytest.approx(-0.5187, abs=1e-3)
+    unadjusted, _ = validate_bars(load_sample(SampleConfig(symbols=["AAPL"], adjust=False)), "sample")
+    row = unadjusted.set_index("date").loc["2005-02-25"]
+    assert (row["open"], row["close"], row["volume"]) == (89.62, 88.99, 16348400.0)
+
+
+def test_sample_unknown_symbol_lists_available():
+    with pytest.raises(DataError, match=r"unknown sample symbol\(s\): TSLA; available: AAPL, .*MSFT"):
+        load_sample(SampleConfig(symbols=["AAPL", "TSLA"]))
+
+
+# -------------------------------------------------------------------------------------------- files
+
+
+def test_long_csv_and_parquet(tmp_path):
+    long = pd.concat([_bars("AAA"), _bars("BBB", 3)], ignore_index=True)
+    long.to_csv(tmp_path / "bars.csv", index=False)
+    long.assign(date=pd.to_datetime(long["date"])).to_parquet(tmp_path / "bars.parquet")
+    for name in ("bars.csv", "bars.parquet"):
+        bars, rejected = validate_bars(read_user_files(tmp_path / name), "files")
+        assert rejected.empty, name
+        assert list(bars.columns) == BAR_COLUMNS and len(bars) == 8
+        assert bars.groupby("symbol").size().to_dict() == {"AAA": 5, "BBB": 3}
+        assert bars["date"].dtype == "datetime64[ns]" and bars["close"].iloc[0] == 10.0
+
+
+def test_aliases_case_insensitivity_and_adj_close(tmp_path):
+    src = _bars("aaa ").rename(
+        columns={"symbol": "Ticker", "date": "DATETIME", "open": "Open", "high": " HIGH", "low": "low",
+                 "close": "Close", "volume": "Vol"}
+    )
+    src["Adj Close"] = src["Close"] / 2
+    src["Dividends"] = 0.0  # unknown columns are ignored
+    src.to_csv(tmp_path / "x.csv", index=False)
+    bars, _ = validate_bars(read_user_files(tmp_path / "x.csv"), "files")
+    assert bars["symbol"].unique().tolist() == ["AAA"]
+    assert bars["close"].tolist() == src["Close"].tolist()  # Adj Close ignored by default
+    adjusted, _ = validate_bars(read_user_files(tmp_path / "x.csv", adjust=True), "files")
+    assert np.allclose(adjusted["close"], src["Close"] / 2)
+    assert np.allclose(adjusted["volume"], src["Vol"] * 2)  # dollar volume unchanged
+    src.rename(columns={"DATETIME": "Timestamp", "Ticker": "SYMBOL"}).to_parquet(tmp_path / "y.parquet")
+    assert len(read_user_files(tmp_path / "y.parquet")) == 5
+
+
+def test_yahoo_directory(tmp_path):
+    yahoo = tmp_path / "yahoo"
+    yahoo.mkdir()
+    for stem in ("msft", "IBM"):
+        df = _bars(stem).drop(columns="symbol")
+        df.columns = ["Date", "Open", "High", "Low", "Close", "Volume"]
+        df.insert(5, "Adj Close", df["Close"])
+        df.to_csv(yahoo / f"{stem}.csv", index=False)
+    # Yahoo writes 'null' for missing values: a counted rejection, not a crash.
+    with open(yahoo / "msft.csv", "a") as f:
+        f.write("2021-01-11,null,null,null,null,null,null\n")
+    _bars("X").drop(columns="symbol").to_parquet(yahoo / "goog.parquet")
+    (yahoo / ".DS_Store").write_text("ignored")
+    raw = read_user_files(yahoo)
+    bars, rejected = validate_bars(raw, "files")
+    assert _symbols_of(bars) == ["GOOG", "IBM", "MSFT"]
+    assert rejected["reason"].tolist() == ["missing_value"]
+    assert rejected["source"].item().endswith("msft.csv") and rejected["row"].item() == 5
+
+
+def test_malformed_inputs_raise_clear_errors(tmp_path):
+    _bars().drop(columns=["close", "volume"]).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(DataError, match=r"short\.csv: missing required column\(s\): close, volume"):
+        read_user_files(tmp_path / "short.csv")
+    _bars().drop(columns="symbol").to_csv(tmp_path / "nosym.csv", index=False)
+    with pytest.raises(DataError, match=r"nosym\.csv: missing required column\(s\): symbol \(or ticker\)"):
+        read_user_files(tmp_path / "nosym.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: directory holds no data files"):
+        read_user_files(tmp_path / "empty")
+    (tmp_path / "bars.xlsx").write_text("x")
+    with pytest.raises(DataError, match=r"bars\.xlsx: unsupported file type"):
+        read_user_files(tmp_path / "bars.xlsx")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    _bars().to_csv(mixed / "AAA.csv", index=False)
+    (mixed / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match=r"notes\.txt: unsupported file type"):
+        read_user_files(mixed)
+    with pytest.raises(DataError, match=r"nope: no such file or directory"):
+        read_user_files(tmp_path / "nope")
+    (tmp_path / "zero.csv").write_text("")
+    with pytest.raises(DataError, match=r"zero\.csv: file is empty"):
+        read_user_files(tmp_path / "zero.csv")
+    _bars().assign(Timestamp=1).to_csv(tmp_path / "two_dates.csv", index=False)
+    with pytest.raises(DataError, match=r"two_dates\.csv: columns 'date' and 'Timestamp' both mean 'date'"):
+        read_user_files(tmp_path / "two_dates.csv")
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match=r"broken\.parquet: cannot read"):
+        read_user_files(tmp_path / "broken.parquet")
+
+
+# --------------------------------------------------------------------------------------- validation
+
+# One good row and, per reason, a row that fails exactly that check (as text, the way CSV arrives).
+GOOD = {"symbol": "AAA", "date": "2021-01-04", "open": "10", "high": "12", "low": "9", "close": "11", "volume": "100"}
+BAD_ROWS = {
+    "unparsable_date": {"date": "2021-13-45"},
+    "missing_value": {"close": ""},
+    "unparsable_number": {"open": "ten"},
+    "invalid_symbol": {"symbol": "A/B"},
+    "non_finite": {"high": "inf"},
+    "non_positive_price": {"low": "0"},
+    "negative_volume": {"volume": "-5"},
+    "high_below_low": {"high": "8.5", "low": "9.5", "open": "9", "close": "9"},
+    "ohlc_inconsistent": {"close": "12.5"},
+    "duplicate": {"date": "2021-01-04"},
+}
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_each_rejection_reason(reason):
+    bad = {**GOOD, "date": "2021-01-05", **BAD_ROWS[reason]}
+    raw = pd.DataFrame([GOOD, bad])
+    clean, rejected = validate_bars(raw, "unit")
+    assert len(clean) == 1 and clean["date"].item() == pd.Timestamp("2021-01-04")
+    assert rejected["reason"].tolist() == [reason]
+    assert rejected["row"].tolist() == [1] and rejected["source"].tolist() == ["unit"]
+    # Original values are kept as text.
+    for col, value in BAD_ROWS[reason].items():
+        assert rejected[col].item() == value
+
+
+def test_rejected_accounting_and_first_reason_wins():
+    rows = [GOOD]
+    for i, reason in enumerate(REASONS):
+        date = "2021-01-04" if reason == "duplicate" else f"2021-02-{i + 1:02d}"
+        rows.append({**GOOD, "date": date, **BAD_ROWS[reason]})
+        if reason == "duplicate":
+            continue
+        rows.append({**GOOD, "date": date, **BAD_ROWS[reason], "volume": "-1", "symbol": ""})  # several failures
+    rows += [{**GOOD, "date": "2021-01-05T00:00:00-05:00"}, {**GOOD, "date": "01/06/2021", "symbol": " BBB "}]
+    raw = pd.DataFrame(rows)
+    clean, rejected = validate_bars(raw, "unit")
+    assert len(clean) + len(rejected) == len(raw)
+    assert rejected["row"].is_unique and rejected["row"].between(0, len(raw) - 1).all()
+    counts = rejected["reason"].value_counts().to_dict()
+    assert counts["unparsable_date"] == 2  # a bad date wins over everything after it
+    assert counts["missing_value"] == 9  # the empty symbol comes next for the others
+    assert clean[["symbol", "date"]].astype(str).values.tolist() == [
+        ["AAA", "2021-01-04"], ["AAA", "2021-01-05"], ["BBB", "2021-01-06"]
+    ]
+
+
+def test_validation_of_typed_frames_clamps_float_noise():
+    raw = pd.DataFrame(
+        {
+            "symbol": ["A", "A", "A"],
+            "date": pd.to_datetime(["2021-01-04 16:00", "2021-01-05 00:00", None]).tz_localize("America/New_York"),
+            "open": [10.0, 10.0, 10.0],
+            "high": [11.0, 10.0 * (1 - 1e-12), 11.0],
+            "low": [9.0, 9.0, np.nan],
+            "close": [10.5, 9.5, 10.0],
+            "volume": [0.0, 5.0, 1.0],
+        }
+    )
+    clean, rejected = validate_bars(raw, "typed")
+    assert clean["date"].tolist() == [pd.Timestamp("2021-01-04"), pd.Timestamp("2021-01-05")]
+    assert (clean["high"] >= clean[["open", "close"]].max(axis=1)).all()
+    assert rejected["reason"].tolist() == ["missing_value"]
+
+
+# ------------------------------------------------------------------------------------ store + ingest
+
+
+def _messy_csv(path: Path) -> Path:
+    long = pd.concat([_bars("AAA", 30), _bars("BBB", 30)], ignore_index=True).astype(str)
+    long.loc[3, "close"] = "oops"
+    long.loc[40, "high"] = "1"
+    long = pd.concat([long, long.iloc[[5]]], ignore_index=True)
+    long.to_csv(path, index=False)
+    return path
+
+
+def test_ingest_roundtrip_and_manifest(tmp_path):
+    storage = tmp_path / "store"
+    with pytest.raises(FileNotFoundError, match="raycast ingest"):
+        current_version_dir(str(storage))
+    manifest = ingest(_cfg(storage, source="files", files={"path": str(_messy_csv(tmp_path / "m.csv"))}))
+    assert manifest == read_manifest(str(storage))
+    assert manifest["symbols"] == ["AAA", "BBB"] == list_symbols(str(storage))
+    assert manifest["rows"] == 58 and manifest["rows_per_symbol"] == {"AAA": 29, "BBB": 29}
+    assert manifest["rejected"] == {"duplicate": 1, "high_below_low": 1, "unparsable_number": 1}
+    assert manifest["rejected_total"] == 3 and manifest["synthetic"] is None
+    assert manifest["date_min"] == "2021-01-04" and manifest["sources"] == [str(tmp_path / "m.csv")]
+    bars = read_bars(str(storage))
+    assert list(bars.columns) == BAR_COLUMNS and len(bars) == 58 and bars["date"].dtype == "datetime64[ns]"
+    assert read_bars(str(storage), ["BBB"])["symbol"].unique().tolist() == ["BBB"]
+    with pytest.raises(KeyError, match="available: AAA, BBB"):
+        read_bars(str(storage), ["ZZZ"])
+    direct = pd.read_parquet(symbol_file(str(storage), "AAA"))  # what the feature pipeline does
+    assert list(direct.columns) == BAR_COLUMNS and direct["date"].is_monotonic_increasing
+    assert len(read_rejected(str(storage))) == 3
+    assert current_version_dir(str(storage)).parent == market_dir(str(storage))
+
+
+def test_ingest_synthetic_and_sample(tmp_path):
+    m = ingest(_cfg(tmp_path, source="synthetic", synthetic={"n_symbols": 5, "n_days": 130, "seed": 1}))
+    assert m["rows"] == 650 and m["rejected_total"] == 0
+    assert m["synthetic"]["oracle_ic"] > 0 and m["synthetic"]["seed"] == 1
+    m = ingest(_cfg(tmp_path, source="sample", sample={"symbols": ["IBM", "GOOG"]}))
+    assert m["rows_per_symbol"] == {"GOOG": 2148, "IBM": 3270} and m["synthetic"] is None
+
+
+def test_ingest_is_idempotent_and_prunes(tmp_path):
+    storage = tmp_path / "store"
+    cfg = _cfg(storage, source="files", files={"path": str(_messy_csv(tmp_path / "m.csv"))})
+    versions = []
+    for _ in range(3):
+        ingest(cfg)
+        versions.append(current_version_dir(str(storage)))
+    assert len(set(versions)) == 3
+    assert sorted(p.name for p in market_dir(str(storage)).glob("v-*")) == sorted(v.name for v in versions[1:])
+    files = sorted(p.relative_to(versions[1]) for p in versions[1].rglob("*") if p.is_file())
+    assert [str(f) for f in files] == [
+        "manifest.json", "rejected.parquet", "symbol=AAA/data.parquet", "symbol=BBB/data.parquet"
+    ]
+    for f in files:
+        assert (versions[1] / f).read_bytes() == (versions[2] / f).read_bytes(), f
+
+
+def test_empty_input_is_an_error(tmp_path):
+    df = _bars().astype(str)
+    df["close"] = "nan"
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match=r"no valid rows .*missing_value"):
+        ingest(_cfg(tmp_path / "s", source="files", files={"path": str(tmp_path / "bad.csv")}))
+
+
+# ------------------------------------------------------------------------------------- crash safety
+
+_KILLED_INGEST = """
+import json, sys
+from raycast.config import parse_config
+from raycast.data.ingest import ingest
+ingest(parse_config(json.loads(sys.argv[1])))
+"""
+
+
+def _wait_for(predicate, proc, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError("the writer never reached the stage")
+
+
+@pytest.mark.parametrize("stage", ["mid_write", "before_switch"])
+def test_killed_ingest_leaves_previous_dataset_intact(tmp_path, stage):
+    storage = str(tmp_path / "store")
+    first = ingest(_cfg(storage, source="synthetic", synthetic={"n_symbols": 4, "n_days": 130, "seed": 0}))
+    root = market_dir(storage)
+    current_before = (root / "CURRENT").read_bytes()
+    bars_before = read_bars(storage)
+
+    config = {"storage": storage, "ingest": {"source": "synthetic", "synthetic": {"n_symbols": 6, "seed": 1}}}
+    env = {**os.environ, PAUSE_ENV: f"{stage}:120", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_INGEST, json.dumps(config)], env=env)
+    try:
+        if stage == "mid_write":
+            _wait_for(lambda: any(root.glob(".tmp-*/symbol=*/data.parquet")), proc)
+        else:
+            _wait_for(lambda: len(list(root.glob("v-*"))) == 2, proc)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    assert (root / "CURRENT").read_bytes() == current_before
+    assert read_manifest(storage) == first
+    pd.testing.assert_frame_equal(read_bars(storage), bars_before)
+    # The next ingest clears the debris of the killed one and publishes normally.
+    ingest(_cfg(storage, source="synthetic", synthetic={"n_symbols": 3, "n_days": 130}))
+    assert not list(root.glob(".tmp-*")) and len(list(root.glob("v-*"))) == 2
+    assert list_symbols(storage) == ["SYN000", "SYN001", "SYN002"]
