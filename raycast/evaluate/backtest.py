@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from raycast.evaluate.metrics import grouped_tie_ranks
+
 TRADING_DAYS = 252
 MIN_SYMBOLS = 2
 """Fewest symbols a date needs to hold one long and one short; dates with fewer stay flat."""
@@ -65,38 +67,56 @@ def _member_share(lo: np.ndarray, hi: np.ndarray, first: np.ndarray, last: np.nd
     return np.clip(overlap, 0, None) / (hi - lo + 1)
 
 
-def quantile_weights(frame: pd.DataFrame, pred_col: str, quantile: float) -> pd.DataFrame:
-    """Long-short target weights per (date, symbol), as a date x symbol frame (0 where not held).
+def _layout(frame: pd.DataFrame, pred_col: str) -> tuple[pd.DatetimeIndex, pd.Index, np.ndarray, np.ndarray]:
+    """Predictions and targets as dense (date x symbol) arrays, NaN where a row is missing or unusable.
 
-    Each date with n >= :data:`MIN_SYMBOLS` usable rows holds ``k = max(1, floor(quantile * n))`` slots on
-    each side. Ties are shared, not broken by row order: a group of tied predictions occupying rank positions
-    lo..hi gets the fraction of those positions that lie in the top (bottom) k, spread evenly over its members.
-    Without ties this is exactly +1/k for each of the top k and -1/k for each of the bottom k; with ties each
-    side still sums to +1 / -1, and a date where every prediction is equal nets to zero weight everywhere (so
-    the constant ``zero`` baseline never trades instead of trading on row order).
+    Every date of the frame gets a row, even one with no usable prediction, so that a skipped date shows up as
+    a flat day instead of silently vanishing from the return series.
     """
-    if not 0 < quantile <= 0.5:
-        raise ValueError(f"quantile must be in (0, 0.5], not {quantile}")
     pred = frame[pred_col].to_numpy(dtype=np.float64, na_value=np.nan)
     target = frame["target"].to_numpy(dtype=np.float64, na_value=np.nan)
     keep = np.isfinite(pred) & np.isfinite(target)  # a row without a realized return cannot be traded
-    rows = pd.DataFrame(
-        {"date": frame["date"].to_numpy()[keep], "symbol": frame["symbol"].to_numpy()[keep], "pred": pred[keep]}
-    )
-    if rows.duplicated(["date", "symbol"]).any():
-        raise ValueError(f"predictions frame has duplicate (date, symbol) rows for {pred_col!r}")
-    by_date = rows.groupby("date", sort=False)["pred"]
-    n = by_date.transform("size").to_numpy(dtype=np.float64)
-    lo = by_date.rank(method="min").to_numpy()
-    hi = by_date.rank(method="max").to_numpy()
+    date_codes, dates = pd.factorize(pd.DatetimeIndex(frame["date"]), sort=True)
+    sym_codes, symbols = pd.factorize(frame["symbol"].astype(str), sort=True)
+    if pd.Series(date_codes * len(symbols) + sym_codes).duplicated().any():
+        raise ValueError("predictions frame has duplicate (date, symbol) rows")
+    P = np.full((len(dates), len(symbols)), np.nan)
+    T = np.full_like(P, np.nan)
+    P[date_codes[keep], sym_codes[keep]] = pred[keep]
+    T[date_codes[keep], sym_codes[keep]] = target[keep]
+    return pd.DatetimeIndex(dates, name="date"), pd.Index(symbols, name="symbol"), P, T
+
+
+def _weights_from(P: np.ndarray, quantile: float) -> np.ndarray:
+    """Long-short weights from a (date x symbol) prediction array (NaN = not tradable); see quantile_weights."""
+    if not 0 < quantile <= 0.5:
+        raise ValueError(f"quantile must be in (0, 0.5], not {quantile}")
+    W = np.zeros_like(P)
+    d, s = np.nonzero(np.isfinite(P))
+    if len(d) == 0:
+        return W
+    lo, hi = grouped_tie_ranks(d, P[d, s])
+    n = np.bincount(d, minlength=len(P)).astype(np.float64)[d]
     k = np.maximum(1.0, np.floor(quantile * n + 1e-9))  # 1e-9: 0.2 * 10 must give 2, not 1.9999
     w = (_member_share(lo, hi, n - k + 1, n) - _member_share(lo, hi, np.ones_like(n), k)) / k
     w[n < MIN_SYMBOLS] = 0.0
-    rows["w"] = w
-    all_dates = pd.DatetimeIndex(pd.unique(frame["date"])).sort_values()
-    weights = rows.pivot(index="date", columns="symbol", values="w").reindex(all_dates).fillna(0.0)
-    weights.index.name = "date"
-    return weights
+    W[d, s] = w
+    return W
+
+
+def quantile_weights(frame: pd.DataFrame, pred_col: str, quantile: float) -> pd.DataFrame:
+    """Long-short target weights per (date, symbol), as a date x symbol frame (0 where not held).
+
+    Each date with n >= :data:`MIN_SYMBOLS` usable rows (finite prediction and target) holds
+    ``k = max(1, floor(quantile * n))`` slots on each side. Ties are shared, not broken by row order: a group
+    of tied predictions occupying rank positions lo..hi gets the fraction of those positions that lie in the
+    top (bottom) k, spread evenly over its members. Without ties this is exactly +1/k for each of the top k
+    and -1/k for each of the bottom k; with ties each side still sums to +1 / -1, and a date where every
+    prediction is equal nets to zero weight everywhere (so the constant ``zero`` baseline never trades, rather
+    than trading on row order).
+    """
+    dates, symbols, P, _ = _layout(frame, pred_col)
+    return pd.DataFrame(_weights_from(P, quantile), index=dates, columns=symbols)
 
 
 def _summary(net: pd.Series, turnover: pd.Series, active: pd.Series, periods_per_year: float) -> dict:
@@ -154,19 +174,14 @@ def long_short_backtest(
         dates = pd.DatetimeIndex(pd.unique(frame["date"])).sort_values()[::horizon]
         frame = frame[frame["date"].isin(dates)]
 
-    weights = quantile_weights(frame, pred_col, quantile)
-    # realized targets in the same (date x symbol) layout; untraded cells are 0 and carry zero weight anyway
-    targets = (
-        frame.pivot_table(index="date", columns="symbol", values="target", aggfunc="first")
-        .reindex(index=weights.index, columns=weights.columns)
-        .fillna(0.0)
-    )
-    gross = (weights * targets).sum(axis=1).rename("gross")
+    dates, symbols, P, T = _layout(frame, pred_col)
+    W = _weights_from(P, quantile)
+    gross = pd.Series(np.nansum(W * np.nan_to_num(T), axis=1), index=dates, name="gross")
     # turnover against the previous date's book, aligned on symbol; the first date trades from cash
-    turnover = weights.diff().abs().sum(axis=1).rename("turnover")
-    turnover.iloc[:1] = weights.iloc[:1].abs().sum(axis=1).to_numpy()
+    turnover = pd.Series(np.abs(np.diff(W, axis=0, prepend=0.0)).sum(axis=1), index=dates, name="turnover")
+    weights = pd.DataFrame(W, index=dates, columns=symbols)
     net = (gross - turnover * cost_bps / 1e4).rename(pred_col)
-    active = weights.abs().sum(axis=1) > 0
+    active = pd.Series(np.abs(W).sum(axis=1) > 0, index=dates)
     summary = _summary(net, turnover, active, TRADING_DAYS / horizon)
     return BacktestResult(pred_col, net, gross, turnover, weights, summary)
 

@@ -99,14 +99,15 @@ def plot_training_curves(history: Mapping[str, Sequence[Mapping[str, float]]], p
     loss_ax, ic_ax = axes[0]
     for i, (model, epochs) in enumerate(history.items()):
         color = f"C{i}"
-        frame = pd.DataFrame(list(epochs))
-        x = np.arange(1, len(frame) + 1)
+        # histories come from JSON: keys may be missing or None on some epochs, so coerce each to float/NaN
+        frame = pd.DataFrame(list(epochs)).apply(pd.to_numeric, errors="coerce").astype(float)
+        x = frame["epoch"].to_numpy() if "epoch" in frame else np.arange(1, len(frame) + 1)
         if "train_loss" in frame:
-            loss_ax.plot(x, frame["train_loss"], color=color, linestyle="--", label=f"{model} train")
+            loss_ax.plot(x, frame["train_loss"].to_numpy(), color=color, linestyle="--", label=f"{model} train")
         if "val_loss" in frame:
-            loss_ax.plot(x, frame["val_loss"], color=color, label=f"{model} val")
+            loss_ax.plot(x, frame["val_loss"].to_numpy(), color=color, label=f"{model} val")
         if "val_ic" in frame:
-            ic_ax.plot(x, frame["val_ic"], color=color, marker="o", markersize=3, label=model)
+            ic_ax.plot(x, frame["val_ic"].to_numpy(), color=color, marker="o", markersize=3, label=model)
     loss_ax.set(title="loss", xlabel="epoch")
     ic_ax.set(title="validation IC", xlabel="epoch")
     ic_ax.axhline(0.0, color="grey", linewidth=0.8)
@@ -243,8 +244,8 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
         md += [
             "annualized_return: mean daily net return x 252; sharpe: annualized_return / annualized_vol; "
             "max_drawdown: worst peak-to-trough fall of the net equity curve (a negative fraction); "
-            "mean_turnover: mean daily sum of absolute weight changes (2 = the whole book); hit_rate: share of "
-            "days with a position that made money.",
+            "mean_turnover: mean daily sum of absolute weight changes (2 = opening or closing the whole book, "
+            "4 = replacing it); hit_rate: share of days with a position that made money.",
             "",
         ]
 
@@ -253,7 +254,8 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
 
     plots: list[tuple[str, Path]] = []
     if s.training_history:
-        plots.append(("Training curves", plot_training_curves(s.training_history, run_dir / PLOT_FILES["training"])))
+        path = plot_training_curves(s.training_history, run_dir / PLOT_FILES["training"])
+        plots.append(("Training curves", path))
     if s.test_predictions is not None and len(s.test_predictions):
         names = list(s.ic_predictors) if s.ic_predictors is not None else _float_predictors(s.test_predictions)
         path = plot_rolling_ic(s.test_predictions, names, run_dir / PLOT_FILES["ic"], s.rolling_days, s.baselines)
@@ -261,7 +263,8 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
     if s.backtests:
         plots.append(("Equity curves", plot_equity(s.backtests, run_dir / PLOT_FILES["equity"], s.baselines)))
     if s.ensemble_weights is not None and len(s.ensemble_weights):
-        plots.append(("Ensemble weights", plot_ensemble_weights(s.ensemble_weights, run_dir / PLOT_FILES["weights"])))
+        path = plot_ensemble_weights(s.ensemble_weights, run_dir / PLOT_FILES["weights"])
+        plots.append(("Ensemble weights", path))
     if s.attention is not None:
         path = plot_attention(s.attention, run_dir / PLOT_FILES["attention"], s.attention_title)
         plots.append(("Attention heatmap", path))

@@ -1,0 +1,189 @@
+"""``raycast evaluate``: score a registered ensemble, its bases and the baselines on the same rows.
+
+Every predictor is evaluated on exactly the same (symbol, date) windows: validation and test periods of the
+model's own split, never its training period. Baselines: zero, yesterday's return, and a ridge regression on the
+last day's features fit on the training period.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raycast.config import RaycastConfig
+from raycast.evaluate.backtest import long_short_backtest
+from raycast.evaluate.baselines import fit_ridge, last_step
+from raycast.evaluate.metrics import summarize
+from raycast.evaluate.report import ReportInputs, write_report
+from raycast.evaluate.walk_forward import aggregate_folds, format_folds
+from raycast.features.splits import Period, Split, make_walk_forward
+from raycast.features.store import FeatureBlocks, current_features_dir, read_feature_frame
+from raycast.registry import Predictor, load_predictor, update_metrics
+
+BASELINES = ("zero", "momentum", "ridge")
+
+
+def predictions_frame(predictor: Predictor, blocks: FeatureBlocks, period: Period, ridge, chunk: int = 4096) -> pd.DataFrame:
+    """One row per window ending in ``period``: target, every base, the ensemble, its weights, the baselines."""
+    ends = blocks.ends(period)
+    parts = []
+    for i in range(0, len(ends), chunk):
+        x, _ = blocks.windows(ends[i : i + chunk])
+        out = predictor.predict_windows(x)
+        part = {"ensemble": out["prediction"], **out["base_predictions"]}
+        part |= {f"w_{n}": w for n, w in out["weights"].items()}
+        part["ridge"] = ridge.predict(last_step(x))
+        parts.append(pd.DataFrame(part))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    frame.insert(0, "symbol", blocks.symbols[ends])
+    frame.insert(1, "date", blocks.dates[ends])
+    frame.insert(2, "target", blocks.y[ends])
+    frame["zero"] = 0.0
+    frame["momentum"] = blocks.raw_return[ends]  # yesterday's (t-1 -> t) return, unnormalized
+    return frame
+
+
+def fit_ridge_baseline(blocks: FeatureBlocks, split: Split, alpha: float):
+    ends = blocks.ends(split.train)
+    return fit_ridge(blocks.x[ends], blocks.y[ends], alpha)
+
+
+def score(frame: pd.DataFrame, predictors: list[str]) -> pd.DataFrame:
+    return summarize(frame, predictors)
+
+
+def _canary(storage: str, test: pd.DataFrame) -> str | None:
+    """For synthetic data the generator knows the best achievable IC: say how close the ensemble came."""
+    try:
+        from raycast.data.store import read_manifest
+
+        synthetic = read_manifest(storage).get("synthetic")
+    except FileNotFoundError:
+        return None
+    if not synthetic:
+        return None
+    ic = test.loc["ensemble", "ic"] if "ensemble" in test.index else float("nan")
+    return f"synthetic universe: planted oracle IC {synthetic['oracle_ic']:.4f}; ensemble test IC {ic:.4f}"
+
+
+def _attention_map(predictor: Predictor, blocks: FeatureBlocks, period: Period) -> np.ndarray | None:
+    import torch
+
+    model = predictor.bases.get("attention")
+    ends = blocks.ends(period)
+    if model is None or not len(ends):
+        return None
+    x, _ = blocks.windows(ends[-1:])
+    with torch.no_grad():
+        weights = model.get_attention_weights(torch.as_tensor(x))
+    weights = weights[-1] if isinstance(weights, list | tuple) else weights
+    return weights[0].float().cpu().numpy()
+
+
+def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> Path:
+    """Evaluate a registered version on its validation and test periods; write the report and metrics."""
+    predictor = load_predictor(cfg.storage, version or cfg.serve.version)
+    spec = predictor.spec
+    split = Split.from_json(spec["split"])
+    blocks = FeatureBlocks(read_feature_frame(current_features_dir(cfg.storage)), predictor.normalizer, predictor.window)
+    ridge = fit_ridge_baseline(blocks, split, cfg.evaluate.ridge_alpha)
+    names = [*predictor.bases, "ensemble", *BASELINES]
+    val = predictions_frame(predictor, blocks, split.val, ridge)
+    test = predictions_frame(predictor, blocks, split.test, ridge)
+    val_metrics, test_metrics = score(val, names), score(test, names)
+    backtests = {
+        n: long_short_backtest(test, n, cfg.evaluate.quantile, cfg.evaluate.cost_bps, spec["target"]["horizon"])
+        for n in names
+        if n != "zero"  # a constant prediction ranks nothing
+    }
+    run_dir = Path(cfg.storage).resolve() / "runs" / spec["run_id"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    history_file = run_dir / "history.json"
+    history = json.loads(history_file.read_text()) if history_file.is_file() else None
+    test.to_parquet(run_dir / "test_predictions.parquet")
+    report = write_report(
+        run_dir,
+        ReportInputs(
+            title=f"raycast evaluation: model {spec['version']}",
+            val_metrics=val_metrics,
+            test_metrics=test_metrics,
+            backtests=backtests,
+            quantile=cfg.evaluate.quantile,
+            cost_bps=cfg.evaluate.cost_bps,
+            test_predictions=test[["symbol", "date", "target", *names]],
+            data_range=(str(blocks.dates.min())[:10], str(blocks.dates.max())[:10]),
+            splits={k: f"{v['start']} .. {v['end']}" for k, v in spec["split"].items()},
+            canary=_canary(cfg.storage, test_metrics),
+            training_history={k: v for k, v in (history or {}).items() if k != "ensemble"} or None,
+            ensemble_weights=test[["symbol", "date", *[c for c in test if c.startswith("w_")]]],
+            attention=_attention_map(predictor, blocks, split.test),
+        ),
+    )
+    metrics = {
+        "val": val_metrics.to_dict(orient="index"),
+        "test": test_metrics.to_dict(orient="index"),
+        "backtest": {n: b.summary for n, b in backtests.items()},
+        "report": str(report),
+    }
+    update_metrics(cfg.storage, spec["version"], json.loads(json.dumps(metrics, default=float)))
+    _log_tensorboard(run_dir, history, test_metrics)
+    print(f"[raycast] test metrics:\n{test_metrics[['ic', 'rank_ic', 'direction_accuracy', 'mse']].to_string()}", flush=True)
+    return report
+
+
+def _log_tensorboard(run_dir: Path, history: dict | None, test_metrics: pd.DataFrame) -> None:
+    """Training curves and final metrics as TensorBoard scalars (``tensorboard --logdir <storage>/runs``)."""
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(run_dir / "tensorboard")) as writer:
+        for model, epochs in (history or {}).items():
+            for h in epochs:
+                for key in ("train_loss", "val_loss", "val_ic", "val_rank_ic"):
+                    if key in h and h[key] is not None:
+                        writer.add_scalar(f"{model}/{key}", h[key], h["epoch"])
+        for name, row in test_metrics.iterrows():
+            for key in ("ic", "rank_ic", "direction_accuracy"):
+                if np.isfinite(row[key]):
+                    writer.add_scalar(f"test/{name}/{key}", row[key], 0)
+
+
+def evaluate_walk_forward(cfg: RaycastConfig) -> str:
+    """Retrain on each walk-forward fold and report every metric as mean +/- std over the folds."""
+    from raycast.train.run import train
+    from raycast.train.trainer import fit_fold_normalizer
+
+    features_dir = current_features_dir(cfg.storage)
+    frame = read_feature_frame(features_dir)
+    folds = make_walk_forward(frame["date"], cfg.features)
+    summaries = []
+    for k, fold in enumerate(folds):
+        print(f"[raycast] walk-forward fold {k + 1}/{len(folds)}: test {fold.test.start.date()}..{fold.test.end.date()}", flush=True)
+        normalizer = fit_fold_normalizer(
+            features_dir, fold, _feature_names(features_dir), cfg.features.normalization, cfg.features.clip
+        )
+        trained = train(cfg, split=fold, normalizer=normalizer, register=False)
+        predictor = Predictor(trained.spec | {"version": f"fold-{k}"}, trained.bases, trained.ensemble, _cpu())
+        blocks = FeatureBlocks(frame, normalizer, predictor.window)
+        ridge = fit_ridge_baseline(blocks, fold, cfg.evaluate.ridge_alpha)
+        test = predictions_frame(predictor, blocks, fold.test, ridge)
+        summaries.append(score(test, [*predictor.bases, "ensemble", *BASELINES]))
+    table = aggregate_folds(summaries)
+    out_dir = Path(cfg.storage).resolve() / "runs" / "walk_forward"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = write_report(out_dir, ReportInputs(title=f"raycast walk-forward ({len(folds)} folds)", walk_forward=table))
+    return format_folds(table) + f"\nreport: {report}"
+
+
+def _feature_names(features_dir: Path) -> list[str]:
+    from raycast.features.store import load_meta
+
+    return load_meta(features_dir).features
+
+
+def _cpu():
+    import torch
+
+    return torch.device("cpu")

@@ -1,0 +1,399 @@
+"""Tests for raycast.evaluate: metrics, backtest, baselines, walk-forward aggregation and the report."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from raycast.evaluate.backtest import SUMMARY_KEYS, backtest_table, long_short_backtest, quantile_weights
+from raycast.evaluate.baselines import fit_ridge, momentum_baseline, ridge_baseline, zero_baseline
+from raycast.evaluate.metrics import SUMMARY_COLUMNS, daily_ic, direction_accuracy, summarize
+from raycast.evaluate.report import PLOT_FILES, ReportInputs, write_report
+from raycast.evaluate.tables import markdown_table
+from raycast.evaluate.walk_forward import aggregate_folds, format_folds
+
+
+def random_frame(n_symbols=40, n_days=60, seed=0, signal=0.0) -> pd.DataFrame:
+    """A predictions frame with a random target, a ``model`` column with ``signal`` x target in it, and zero."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2020-01-01", periods=n_days)
+    frame = pd.DataFrame(
+        {
+            "symbol": np.tile([f"S{i:03d}" for i in range(n_symbols)], n_days),
+            "date": np.repeat(dates, n_symbols),
+        }
+    )
+    frame["target"] = rng.normal(0, 0.02, len(frame))
+    frame["model"] = signal * frame["target"] + rng.normal(0, 0.02, len(frame))
+    frame["zero"] = 0.0
+    return frame
+
+
+def hand_frame() -> pd.DataFrame:
+    """3 dates x 4 symbols, with predictions and targets chosen for the hand-computed backtest."""
+    dates = pd.to_datetime(["2021-01-04", "2021-01-05", "2021-01-06"])
+    pred = [[4, 3, 2, 1], [1, 4, 3, 2], [1, 4, 2, 3]]
+    target = [[0.02, 0.01, -0.01, -0.03], [0.01, -0.02, 0.0, 0.03], [-0.01, 0.04, 0.02, 0.0]]
+    return pd.DataFrame(
+        {
+            "symbol": list("ABCD") * 3,
+            "date": np.repeat(dates, 4),
+            "target": np.ravel(target),
+            "pred": np.ravel(pred).astype(float),
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+
+def test_perfect_and_reversed_predictors_have_ic_plus_and_minus_one():
+    frame = random_frame()
+    frame["perfect"] = 3.0 * frame["target"] + 1.0  # any increasing affine map keeps IC 1
+    frame["reversed"] = -frame["target"]
+    for method in ("pearson", "spearman"):
+        assert np.allclose(daily_ic(frame, "perfect", method), 1.0)
+        assert np.allclose(daily_ic(frame, "reversed", method), -1.0)
+    summary = summarize(frame, ["perfect", "reversed"])
+    assert summary.loc["perfect", "ic"] == pytest.approx(1.0)
+    assert summary.loc["reversed", "rank_ic"] == pytest.approx(-1.0)
+    # 3t + 1 is always > 0 here, so its direction is right exactly where the target is up
+    assert summary.loc["perfect", "direction_accuracy"] == pytest.approx((frame["target"] > 0).mean())
+    assert summary.loc["reversed", "direction_accuracy"] == pytest.approx(0.0)
+    assert summary.loc["reversed", "mse"] == pytest.approx(np.mean((2 * frame["target"]) ** 2))
+
+
+def test_random_predictor_has_ic_near_zero():
+    n_symbols, n_days = 50, 200
+    frame = random_frame(n_symbols, n_days, seed=1)
+    ic = daily_ic(frame, "model")
+    assert len(ic) == n_days and ic.notna().all()
+    # each daily IC has sd ~ 1/sqrt(n_symbols - 1), so their mean has sd ~ 1/sqrt(n_days * (n_symbols - 1))
+    tolerance = 4 / math.sqrt(n_days * (n_symbols - 1))
+    assert abs(ic.mean()) < tolerance
+    assert ic.std() == pytest.approx(1 / math.sqrt(n_symbols - 1), rel=0.25)
+
+
+def test_signal_predictor_has_positive_ic():
+    frame = random_frame(50, 100, seed=2, signal=1.0)  # corr(model, target) = 1/sqrt(2)
+    assert daily_ic(frame, "model").mean() == pytest.approx(1 / math.sqrt(2), abs=0.05)
+
+
+def test_constant_predictor_gives_nan_not_an_error():
+    frame = random_frame(10, 20)
+    frame["const"] = 0.1  # a non-zero constant: its demeaned values can be off by rounding, not exactly 0
+    for col in ("zero", "const"):
+        for method in ("pearson", "spearman"):
+            ic = daily_ic(frame, col, method)
+            assert len(ic) == 20 and ic.isna().all() and np.isnan(ic.mean())
+    summary = summarize(frame, ["zero", "model"])
+    assert list(summary.columns) == list(SUMMARY_COLUMNS)
+    zero = summary.loc["zero"]
+    assert np.isnan(zero["ic"]) and np.isnan(zero["rank_ic"]) and np.isnan(zero["icir"])
+    assert np.isnan(zero["direction_accuracy"])
+    assert zero["n_dates"] == 0 and zero["n_rows"] == len(frame)
+    assert zero["mse"] == pytest.approx(np.mean(frame["target"] ** 2))
+    assert summary.loc["model", "n_dates"] == 20
+
+
+def test_small_dates_nan_and_constant_target_dates_are_skipped():
+    frame = random_frame(5, 4, seed=3)
+    first, second, third = frame["date"].unique()[:3]
+    frame = frame[~((frame["date"] == first) & frame["symbol"].isin(["S000", "S001", "S002"]))]  # 2 left
+    frame.loc[frame["date"] == second, "model"] = np.nan  # no prediction at all on that date
+    frame.loc[frame["date"] == third, "target"] = 0.01  # constant target
+    frame.loc[frame.index[-1], "model"] = np.inf  # one bad row on the last date: 4 usable rows remain
+    ic = daily_ic(frame, "model")
+    assert ic.isna().tolist() == [True, True, True, False]
+    last = frame[frame["date"] == frame["date"].max()].iloc[:-1]
+    assert ic.iloc[-1] == pytest.approx(np.corrcoef(last["model"], last["target"])[0, 1])
+
+
+def test_rank_ic_matches_scipy_spearman_per_date_with_ties():
+    frame = random_frame(25, 15, seed=4)
+    frame["target"] = frame["target"].round(2)  # many ties in the target
+    frame["model"] = frame["model"].round(2)  # and in the prediction
+    ic = daily_ic(frame, "model", "spearman")
+    for date, day in frame.groupby("date"):
+        expected = stats.spearmanr(day["model"], day["target"]).statistic
+        assert ic.loc[date] == pytest.approx(expected, abs=1e-12)
+    pearson = daily_ic(frame, "model", "pearson")
+    for date, day in frame.groupby("date"):
+        assert pearson.loc[date] == pytest.approx(stats.pearsonr(day["model"], day["target"]).statistic)
+
+
+def test_direction_accuracy_hand_computed():
+    frame = pd.DataFrame(
+        {
+            "symbol": list("ABCDEF"),
+            "date": pd.to_datetime(["2021-01-04"] * 6),
+            "pred": [1.0, -1.0, 0.0, 2.0, 3.0, np.nan],
+            "target": [0.5, 0.5, 1.0, -1.0, 0.0, 1.0],
+        }
+    )
+    # counted: A (+,+) right, B (-,+) wrong, D (+,-) wrong; C has no prediction side, E no return, F no pred
+    assert direction_accuracy(frame, "pred") == pytest.approx(1 / 3)
+    assert summarize(frame, ["pred"]).loc["pred", "direction_accuracy"] == pytest.approx(1 / 3)
+
+
+def test_unknown_column_and_method_raise():
+    frame = random_frame(5, 5)
+    with pytest.raises(KeyError, match="nope"):
+        daily_ic(frame, "nope")
+    with pytest.raises(ValueError, match="kendall"):
+        daily_ic(frame, "model", "kendall")
+
+
+# -------------------------------------------------------------------------------------------- backtest
+
+
+def test_backtest_hand_computed_returns_turnover_and_cost():
+    result = long_short_backtest(hand_frame(), "pred", quantile=0.25, cost_bps=10.0)
+    # date 1: long A, short D -> .02 + .03; date 2: long B, short A -> -.02 - .01; date 3: same book -> .04 + .01
+    assert result.gross.tolist() == pytest.approx([0.05, -0.03, 0.05])
+    # opening 2; then A +1 -> -1 (2), B 0 -> +1 (1), D -1 -> 0 (1); then nothing changes
+    assert result.turnover.tolist() == pytest.approx([2.0, 4.0, 0.0])
+    assert result.returns.tolist() == pytest.approx([0.048, -0.034, 0.05])
+    assert result.equity.tolist() == pytest.approx([1.048, 1.048 * 0.966, 1.048 * 0.966 * 1.05])
+    expected_weights = [[1, 0, 0, -1], [-1, 1, 0, 0], [-1, 1, 0, 0]]
+    assert result.weights.to_numpy().tolist() == expected_weights
+    s = result.summary
+    assert set(s) == set(SUMMARY_KEYS)
+    net = np.array([0.048, -0.034, 0.05])
+    assert s["annualized_return"] == pytest.approx(net.mean() * 252)
+    assert s["annualized_vol"] == pytest.approx(net.std(ddof=1) * math.sqrt(252))
+    assert s["sharpe"] == pytest.approx(net.mean() / net.std(ddof=1) * math.sqrt(252))
+    assert s["max_drawdown"] == pytest.approx(-0.034)
+    assert s["mean_turnover"] == pytest.approx(2.0)
+    assert s["hit_rate"] == pytest.approx(2 / 3)
+    assert s["n_days"] == 3 and s["n_active_days"] == 3
+
+
+def test_backtest_symbols_are_aligned_not_positional():
+    frame = hand_frame()
+    shuffled = frame.sample(frac=1.0, random_state=0)  # row order must not matter
+    a = long_short_backtest(frame, "pred", quantile=0.25, cost_bps=10.0)
+    b = long_short_backtest(shuffled, "pred", quantile=0.25, cost_bps=10.0)
+    pd.testing.assert_series_equal(a.returns, b.returns)
+    pd.testing.assert_series_equal(a.turnover, b.turnover)
+
+
+def test_ties_share_slots_and_constant_predictions_do_not_trade():
+    frame = pd.DataFrame(
+        {
+            "symbol": list("ABCD") * 2,
+            "date": np.repeat(pd.to_datetime(["2021-01-04", "2021-01-05"]), 4),
+            "target": [0.01, 0.02, 0.03, -0.01, 0.01, 0.02, 0.03, -0.01],
+            "pred": [1.0, 1.0, 1.0, 0.0, 5.0, 5.0, 5.0, 5.0],
+        }
+    )
+    w = quantile_weights(frame, "pred", 0.25)
+    # day 1: A, B, C tie for the single long slot (1/3 each); D is the short. Day 2: everything tied.
+    assert w.iloc[0].tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, -1.0])
+    assert w.iloc[1].tolist() == pytest.approx([0.0, 0.0, 0.0, 0.0])
+    result = long_short_backtest(frame, "pred", quantile=0.25, cost_bps=0.0)
+    assert result.gross.iloc[0] == pytest.approx(0.02 + 0.01)
+    assert result.turnover.iloc[1] == pytest.approx(2.0)  # closing the book
+    zero = long_short_backtest(random_frame(10, 30), "zero")
+    assert (zero.returns == 0).all() and (zero.turnover == 0).all()
+    assert zero.summary["n_active_days"] == 0 and np.isnan(zero.summary["sharpe"])
+
+
+def test_dates_with_too_few_symbols_stay_flat():
+    frame = hand_frame()
+    frame = frame[~((frame["date"] == frame["date"].iloc[4]) & (frame["symbol"] != "A"))]  # date 2: A only
+    result = long_short_backtest(frame, "pred", quantile=0.25, cost_bps=0.0)
+    assert len(result.returns) == 3
+    assert result.gross.iloc[1] == 0.0
+    assert (result.weights.iloc[1] == 0).all()
+    assert result.turnover.tolist() == pytest.approx([2.0, 2.0, 2.0])  # open, close, reopen
+    assert result.summary["n_active_days"] == 2
+
+
+def test_quantile_sets_the_number_of_positions():
+    frame = random_frame(10, 3, seed=5)
+    w = quantile_weights(frame, "model", 0.2)  # k = 2 of 10 on each side
+    assert ((w > 0).sum(axis=1) == 2).all() and ((w < 0).sum(axis=1) == 2).all()
+    assert np.allclose(w.sum(axis=1), 0.0) and np.allclose(w.abs().sum(axis=1), 2.0)
+    with pytest.raises(ValueError, match="quantile"):
+        long_short_backtest(frame, "model", quantile=0.6)
+
+
+def test_perfect_foresight_has_high_sharpe_and_costs_lower_returns_monotonically():
+    frame = random_frame(30, 120, seed=6)
+    frame["oracle"] = frame["target"]
+    results = [long_short_backtest(frame, "oracle", 0.2, cost_bps) for cost_bps in (0.0, 5.0, 20.0, 100.0)]
+    assert results[0].summary["sharpe"] > 10
+    assert results[0].summary["hit_rate"] == 1.0
+    annual = [r.summary["annualized_return"] for r in results]
+    assert all(a > b for a, b in zip(annual, annual[1:], strict=False))
+    for r in results[1:]:  # every day's net return drops by exactly turnover x cost
+        assert (r.returns <= results[0].returns + 1e-15).all()
+        pd.testing.assert_series_equal(r.gross, results[0].gross)
+    random_sharpe = long_short_backtest(frame, "model", 0.2, 0.0).summary["sharpe"]
+    assert random_sharpe < results[0].summary["sharpe"] / 3
+
+
+def test_horizon_above_one_warns_and_does_not_overlap():
+    frame = random_frame(10, 20, seed=7)
+    with pytest.warns(UserWarning, match="overlap"):
+        result = long_short_backtest(frame, "model", horizon=5)
+    assert len(result.returns) == 4  # dates 0, 5, 10, 15
+    assert result.returns.index.equals(pd.DatetimeIndex(frame["date"].unique()[::5], name="date"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        long_short_backtest(frame, "model", horizon=1)
+
+
+def test_backtest_table_has_one_row_per_predictor():
+    frame = random_frame(10, 20)
+    table = backtest_table({c: long_short_backtest(frame, c) for c in ("model", "zero")})
+    assert list(table.index) == ["model", "zero"] and list(table.columns) == list(SUMMARY_KEYS)
+
+
+# ------------------------------------------------------------------------------------------- baselines
+
+
+def test_zero_and_momentum_baselines_align_to_the_frame():
+    frame = random_frame(5, 4).set_index(pd.RangeIndex(100, 120))
+    frame["return_1d"] = np.arange(20) / 100
+    zero = zero_baseline(frame)
+    assert zero.index.equals(frame.index) and (zero == 0).all()
+    momentum = momentum_baseline(frame)
+    assert momentum.index.equals(frame.index) and momentum.tolist() == pytest.approx(frame["return_1d"].tolist())
+    with pytest.raises(KeyError, match="return_1d"):
+        momentum_baseline(frame.drop(columns="return_1d"))
+
+
+def test_ridge_recovers_known_coefficients():
+    rng = np.random.default_rng(8)
+    coef = np.array([0.5, -1.0, 0.0, 2.0])
+    X = rng.normal(size=(5000, 4))
+    y = X @ coef + 0.3 + rng.normal(0, 0.01, 5000)
+    model = fit_ridge(X, y, alpha=0.0)
+    assert model.coef == pytest.approx(coef, abs=1e-3)
+    assert model.intercept == pytest.approx(0.3, abs=1e-3)
+    assert model.predict(X[:3]) == pytest.approx(X[:3] @ coef + 0.3, abs=1e-2)
+
+    # windows: only the last day of each window is used, earlier days are noise
+    windows = rng.normal(size=(5000, 6, 4))
+    windows[:, -1, :] = X
+    assert fit_ridge(windows, y, alpha=0.0).coef == pytest.approx(coef, abs=1e-3)
+
+    # the penalty shrinks the slope but not the intercept; it matches the centered normal equations
+    shrunk = fit_ridge(X, y, alpha=5000.0)
+    xc, yc = X - X.mean(0), y - y.mean()
+    assert shrunk.coef == pytest.approx(np.linalg.solve(xc.T @ xc + 5000 * np.eye(4), xc.T @ yc))
+    assert np.linalg.norm(shrunk.coef) < np.linalg.norm(model.coef)
+    assert shrunk.intercept == pytest.approx(y.mean() - X.mean(0) @ shrunk.coef)
+
+    # rows with NaN are ignored in training; predictions are a Series aligned to the given index
+    y_nan = y.copy()
+    y_nan[:10] = np.nan
+    series = ridge_baseline(X, y_nan, X[:5], alpha=0.0, index=pd.Index(list("abcde")))
+    assert list(series.index) == list("abcde") and series.name == "ridge"
+    with pytest.raises(ValueError, match="features"):
+        model.predict(X[:, :3])
+
+
+# ---------------------------------------------------------------------------------------- walk-forward
+
+
+def test_aggregate_folds_mean_and_std():
+    fold1 = pd.DataFrame({"ic": [0.1, np.nan], "mse": [1.0, 2.0], "n_dates": [10, 0]}, index=["lstm", "zero"])
+    fold2 = pd.DataFrame({"ic": [0.3, np.nan], "mse": [3.0, 4.0], "n_dates": [12, 0]}, index=["lstm", "zero"])
+    fold3 = pd.DataFrame({"ic": [0.2], "mse": [5.0], "n_dates": [8]}, index=["lstm"])
+    agg = aggregate_folds([fold1, fold2, fold3])
+    assert list(agg.index) == ["lstm", "zero"]
+    assert list(agg.columns) == ["ic_mean", "ic_std", "mse_mean", "mse_std", "n_dates_mean", "n_dates_std",
+                                 "n_folds"]
+    assert agg.loc["lstm", "ic_mean"] == pytest.approx(0.2)
+    assert agg.loc["lstm", "ic_std"] == pytest.approx(0.1)
+    assert agg.loc["lstm", "mse_mean"] == pytest.approx(3.0)
+    assert agg.loc["zero", "mse_std"] == pytest.approx(np.std([2.0, 4.0], ddof=1))
+    assert np.isnan(agg.loc["zero", "ic_mean"])
+    assert agg["n_folds"].tolist() == [3, 2]
+    text = format_folds(agg)
+    assert "0.2 ± 0.1" in text and "| predictor |" in text
+    with pytest.raises(ValueError):
+        aggregate_folds([])
+
+
+def test_aggregate_real_summaries():
+    summaries = [summarize(random_frame(10, 20, seed=s, signal=1.0), ["model", "zero"]) for s in range(3)]
+    agg = aggregate_folds(summaries)
+    ics = [s.loc["model", "ic"] for s in summaries]
+    assert agg.loc["model", "ic_mean"] == pytest.approx(np.mean(ics))
+    assert agg.loc["model", "ic_std"] == pytest.approx(np.std(ics, ddof=1))
+    assert "rank_ic_mean" in agg.columns
+
+
+def test_markdown_table_formatting():
+    df = pd.DataFrame({"a": [1.23456789, np.nan], "b": ["x|y", "z"], "n": [3, 4]}, index=["r1", "r2"])
+    df.index.name = "row"
+    lines = markdown_table(df, digits=3).splitlines()
+    assert lines[0] == "| row | a | b | n |"
+    assert lines[1] == "| --- | ---: | --- | ---: |"
+    assert lines[2] == "| r1 | 1.23 | x\\|y | 3 |"
+    assert lines[3] == "| r2 | - | z | 4 |"
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def test_report_writes_markdown_and_plots(tmp_path):
+    frame = random_frame(20, 60, seed=9, signal=0.5)
+    frame["momentum"] = np.random.default_rng(0).normal(0, 0.02, len(frame))
+    cols = ["model", "momentum", "zero"]
+    history = {
+        "lstm": [{"train_loss": 1.0, "val_loss": 1.1, "val_ic": 0.01}, {"train_loss": 0.9, "val_loss": 1.0}],
+        "attention": [  # as read back from JSON: an epoch number, and a None where a metric was missing
+            {"epoch": 1, "train_loss": 1.0, "val_ic": None},
+            {"epoch": 2, "train_loss": 0.8, "val_ic": 0.1},
+        ],
+        "cnn": [{"train_loss": 1.2, "val_loss": 1.3, "val_ic": 0.02}],
+    }
+    weights = frame[["symbol", "date"]].assign(w_lstm=0.2, w_cnn=0.3, w_attention=0.5)
+    attention = np.random.default_rng(1).dirichlet(np.ones(30), size=30)
+    inputs = ReportInputs(
+        val_metrics=summarize(frame, cols),
+        test_metrics=summarize(frame, cols),
+        backtests={c: long_short_backtest(frame, c) for c in cols},
+        quantile=0.2,
+        cost_bps=5.0,
+        walk_forward=aggregate_folds([summarize(frame, cols), summarize(frame.iloc[::2], cols)]),
+        test_predictions=frame,
+        data_range=(pd.Timestamp("2020-01-01"), "2020-03-24"),
+        splits={"train": "2020-01-01 .. 2020-02-01", "val": "a", "test": "b"},
+        canary="planted signal recovered: IC 0.12 > 0.05",
+        training_history=history,
+        ensemble_weights=weights,
+        attention=attention,
+    )
+    path = write_report(tmp_path / "run", inputs)
+    assert path == tmp_path / "run" / "report.md"
+    text = path.read_text()
+    for needle in ("rank_ic", "icir", "direction_accuracy", "sharpe", "max_drawdown", "mean_turnover",
+                   "Metrics on validation", "Metrics on test", "Walk-forward", "±", "Canary",
+                   "planted signal recovered", "2020-01-01 .. 2020-03-24", "| train |"):
+        assert needle in text, needle
+    for name in PLOT_FILES.values():
+        png = tmp_path / "run" / name
+        assert png.is_file() and png.stat().st_size > 1000, name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in text
+
+
+def test_report_skips_missing_sections(tmp_path):
+    frame = random_frame(10, 20)
+    path = write_report(tmp_path, ReportInputs(test_metrics=summarize(frame, ["model"])))
+    text = path.read_text()
+    assert "Metrics on test" in text and "rank_ic" in text
+    for absent in ("Metrics on validation", "backtest", "Walk-forward", "Canary", "## Plots"):
+        assert absent not in text
+    assert not list(tmp_path.glob("*.png"))
