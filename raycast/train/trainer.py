@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
@@ -58,9 +59,10 @@ def _date_range(start: pd.Timestamp | None, end: pd.Timestamp):
     """A Ray Data batch filter keeping rows with start <= date <= end (start None: from the beginning)."""
 
     def keep(batch):
-        mask = pc.less_equal(batch["date"], pc.scalar(end.to_datetime64()).cast(batch["date"].type))
+        dates = batch["date"]
+        mask = pc.less_equal(dates, pa.scalar(end.to_datetime64()).cast(dates.type))
         if start is not None:
-            mask = pc.and_(mask, pc.greater_equal(batch["date"], pc.scalar(start.to_datetime64()).cast(batch["date"].type)))
+            mask = pc.and_(mask, pc.greater_equal(dates, pa.scalar(start.to_datetime64()).cast(dates.type)))
         return batch.filter(mask)
 
     return keep

@@ -1,0 +1,199 @@
+"""The feature spec, no look-ahead, splits with embargo, normalization, windows and the Ray Data pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from raycast.config import FeatureConfig, SyntheticConfig
+from raycast.data.synthetic import generate_synthetic
+from raycast.features.normalize import fit_normalizer
+from raycast.features.spec import (
+    ALL_FEATURES,
+    INDICATOR_FEATURES,
+    PRICE_VOLUME_FEATURES,
+    WARMUP_BARS,
+    check_feature_names,
+    compute_symbol_features,
+)
+from raycast.features.splits import make_split, make_walk_forward
+from raycast.features.store import FeatureBlocks
+from raycast.features.windows import cut_windows, window_ends
+
+
+@pytest.fixture(scope="module")
+def bars() -> pd.DataFrame:
+    universe = generate_synthetic(SyntheticConfig(n_symbols=3, n_days=400, seed=7))
+    return universe.bars
+
+
+def one_symbol(bars: pd.DataFrame, i: int = 0) -> pd.DataFrame:
+    sym = sorted(bars["symbol"].unique())[i]
+    return bars[bars["symbol"] == sym].reset_index(drop=True)
+
+
+def test_spec_has_40_named_features():
+    assert len(INDICATOR_FEATURES) == 34 and len(PRICE_VOLUME_FEATURES) == 6
+    assert len(ALL_FEATURES) == 40 and len(set(ALL_FEATURES)) == 40
+    assert check_feature_names(["rsi_14", "adx_14"]) == ["rsi_14", "adx_14"]
+    with pytest.raises(ValueError, match="unknown feature"):
+        check_feature_names(["rsi_14", "not_a_feature"])
+
+
+def test_features_are_complete_after_warmup(bars):
+    b = one_symbol(bars)
+    f = compute_symbol_features(b)
+    assert list(f.columns) == ["symbol", "date", "t", *ALL_FEATURES, "target"]
+    # warm-up rows are dropped, not back-filled: the first row is bar number WARMUP_BARS
+    assert f["date"].iloc[0] == b["date"].iloc[WARMUP_BARS] and f["t"].iloc[0] == WARMUP_BARS
+    assert len(f) == len(b) - WARMUP_BARS
+    assert np.isfinite(f[list(ALL_FEATURES)].to_numpy()).all()
+
+
+def test_no_look_ahead(bars):
+    """Perturbing any future bar leaves every earlier feature unchanged."""
+    b = one_symbol(bars)
+    base = compute_symbol_features(b)
+    rng = np.random.default_rng(0)
+    for cut in (WARMUP_BARS + 5, 200, len(b) - 3):
+        changed = b.copy()
+        scale = rng.uniform(0.5, 1.5, size=len(b) - cut)
+        for col in ("open", "high", "low", "close"):
+            changed.loc[cut:, col] = changed.loc[cut:, col].to_numpy() * scale
+        changed.loc[cut:, "volume"] = changed.loc[cut:, "volume"].to_numpy() * rng.uniform(0.1, 10, len(b) - cut)
+        after = compute_symbol_features(changed)
+        earlier = base["t"] < cut
+        pd.testing.assert_frame_equal(
+            base.loc[earlier, list(ALL_FEATURES)], after.loc[earlier, list(ALL_FEATURES)], check_exact=True
+        )
+        # ...while the perturbation does show up at the cut itself
+        at_cut = base["t"] == cut
+        assert not np.allclose(base.loc[at_cut, list(ALL_FEATURES)], after.loc[at_cut, list(ALL_FEATURES)])
+
+
+def test_target_is_forward_close_to_close_return(bars):
+    b = one_symbol(bars, 1)
+    for h in (1, 3):
+        f = compute_symbol_features(b, horizon=h)
+        close = b["close"].to_numpy()
+        t = f["t"].to_numpy()
+        expected = np.where(t + h < len(b), close[np.minimum(t + h, len(b) - 1)] / close[t] - 1, np.nan)
+        np.testing.assert_allclose(f["target"], expected.astype(np.float32), rtol=1e-6)
+        assert f["target"].isna().sum() == h
+
+
+def test_features_are_comparable_across_symbols(bars):
+    """A symbol with 100x the price and 1000x the volume has the same features."""
+    b = one_symbol(bars)
+    scaled = b.copy()
+    scaled[["open", "high", "low", "close"]] *= 100.0
+    scaled["volume"] *= 1000.0
+    f1, f2 = compute_symbol_features(b), compute_symbol_features(scaled)
+    np.testing.assert_allclose(f1[list(ALL_FEATURES)], f2[list(ALL_FEATURES)], rtol=2e-3, atol=2e-5)
+
+
+def test_split_embargo_keeps_training_targets_out_of_validation():
+    dates = pd.bdate_range("2020-01-01", periods=300)
+    cfg = FeatureConfig(horizon=3, split={"embargo_days": 5})
+    s = make_split(dates, cfg)
+    idx = {d: i for i, d in enumerate(dates)}
+    assert idx[s.val.start] - idx[s.train.end] == 6 and idx[s.test.start] - idx[s.val.end] == 6
+    assert s.train.end < s.val.start <= s.val.end < s.test.start <= s.test.end == dates[-1]
+    # the last training target is realized horizon days after train end: still before validation starts
+    assert idx[s.train.end] + cfg.horizon < idx[s.val.start]
+    with pytest.raises(ValueError, match="shorter than the target horizon"):
+        make_split(dates, FeatureConfig(horizon=3, split={"embargo_days": 2}))
+    explicit = make_split(dates, FeatureConfig(split={"train_end": "2020-06-30", "val_end": "2020-09-30"}))
+    assert explicit.train.end == pd.Timestamp("2020-06-30") and explicit.val.start == pd.Timestamp("2020-07-02")
+
+
+def test_walk_forward_folds_move_forward_without_overlap():
+    dates = pd.bdate_range("2015-01-01", periods=1000)
+    folds = make_walk_forward(dates, FeatureConfig(walk_forward={"folds": 3, "val_days": 60, "test_days": 80}))
+    assert len(folds) == 3 and folds[-1].test.end == dates[-1]
+    for a, b in zip(folds, folds[1:], strict=False):
+        assert a.test.end < b.test.start and a.train.end < b.train.end
+    for f in folds:
+        assert f.train.end < f.val.start and f.val.end < f.test.start
+
+
+@pytest.mark.parametrize("method", ["zscore", "minmax", "robust"])
+def test_normalizer_uses_training_rows_only(method):
+    rng = np.random.default_rng(1)
+    train = rng.normal(3.0, 2.0, size=(500, 2))
+    norm = fit_normalizer(train, ["a", "b"], method, clip=50)
+    z = norm.transform(train)
+    if method == "zscore":
+        np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)
+        np.testing.assert_allclose(z.std(0), 1, atol=1e-4)
+    elif method == "minmax":
+        np.testing.assert_allclose(z.min(0), 0, atol=1e-6)
+        np.testing.assert_allclose(z.max(0), 1, atol=1e-6)
+    else:
+        np.testing.assert_allclose(np.median(z, 0), 0, atol=1e-5)
+    # later data, however extreme, does not move statistics fit on the training rows
+    assert fit_normalizer(train, ["a", "b"], method).to_json() == norm.to_json() | {"clip": 5.0}
+    assert np.abs(norm.transform(np.full((1, 2), 1e9))).max() == 50
+
+
+def test_windows_against_a_hand_computed_example():
+    # two symbols: A has bars 0..4, B has bars 0..3 with bar 2 missing (dropped row)
+    t = np.array([0, 1, 2, 3, 4, 0, 1, 3, 4])
+    sym = np.array(["A"] * 5 + ["B"] * 4)
+    block = np.arange(9 * 2, dtype=np.float32).reshape(9, 2)
+    y = np.arange(9, dtype=np.float32) / 10
+    ends = window_ends(t, 3, sym)
+    assert ends.tolist() == [2, 3, 4]  # B has no 3 consecutive bars, and no window spans A and B
+    windows, targets = cut_windows(block, ends, 3, y)
+    assert windows.shape == (3, 3, 2)
+    np.testing.assert_array_equal(windows[0], block[0:3])
+    np.testing.assert_array_equal(windows[2], block[2:5])
+    np.testing.assert_array_equal(targets, y[[2, 3, 4]])
+    on_torch = cut_windows(torch.as_tensor(block), ends, 3)
+    np.testing.assert_array_equal(on_torch.numpy(), windows)
+
+
+def test_feature_blocks_cut_windows_per_period(bars):
+    frame = pd.concat([compute_symbol_features(one_symbol(bars, i)) for i in range(3)])
+    names = list(ALL_FEATURES)
+    norm = fit_normalizer(frame[names].to_numpy(), names)
+    blocks = FeatureBlocks(frame.sample(frac=1, random_state=0), norm, window=30)  # any row order
+    split = make_split(frame["date"], FeatureConfig())
+    ends = blocks.ends(split.val)
+    x, y = blocks.windows(ends)
+    assert x.shape == (len(ends), 30, 40) and np.isfinite(y).all()
+    assert split.val.mask(blocks.dates[ends]).all()
+    # memory grows with rows, not rows x window
+    assert blocks.x.nbytes == len(frame) * 40 * 4
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_ray_data_pipeline_matches_per_symbol_computation(tmp_path):
+    from conftest import small_config
+
+    from raycast.data.ingest import ingest
+    from raycast.data.store import read_bars
+    from raycast.features.pipeline import build_features
+    from raycast.features.store import current_features_dir, load_meta, read_feature_frame
+
+    cfg = small_config(tmp_path, ingest={"synthetic": {"n_symbols": 6, "n_days": 300}})
+    ingest(cfg)
+    summary = build_features(cfg)
+    fdir = current_features_dir(cfg.storage)
+    meta = load_meta(fdir)
+    assert summary["n_features"] == 40 and meta.features == list(ALL_FEATURES)
+    got = read_feature_frame(fdir).sort_values(["symbol", "date"]).reset_index(drop=True)
+    bars = read_bars(cfg.storage)
+    want = pd.concat([compute_symbol_features(g) for _, g in bars.groupby("symbol")], ignore_index=True)
+    assert len(got) == len(want) == summary["n_rows"]
+    np.testing.assert_allclose(got[list(ALL_FEATURES)].to_numpy(), want[list(ALL_FEATURES)].to_numpy())
+    # the saved statistics are those of the training period's rows, and nothing later
+    train = want[want["date"] <= meta.split.train.end]
+    expected = fit_normalizer(train[list(ALL_FEATURES)].to_numpy(), list(ALL_FEATURES))
+    np.testing.assert_allclose(meta.normalizer.center, expected.center, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(meta.normalizer.scale, expected.scale, rtol=1e-4)
+    assert json.loads((fdir / "meta.json").read_text())["market_version"]
