@@ -244,11 +244,23 @@ class ServeConfig(Strict):
     batch_wait_timeout_s: float = Field(0.002, ge=0)
     api_key: str | None = None
     max_body_bytes: int = Field(4_000_000, ge=1024)
+    max_ongoing_requests: int = Field(256, ge=1, description="per replica; Serve's default of 5 would cap batching")
+    torch_threads: int = Field(1, ge=1, description="intra-op threads per replica (replicas share the cores)")
+    predict_concurrency: int = Field(1, ge=1, description="model actors scoring in `raycast predict`")
+
+
+class PipelineConfig(Strict):
+    """Which stages ``raycast pipeline`` (and ``jobs/pipeline.py``) runs, in this order."""
+
+    stages: list[Literal["ingest", "features", "train", "evaluate", "tune", "predict"]] = [
+        "ingest", "features", "train", "evaluate",
+    ]  # fmt: skip
 
 
 class RayConfig(Strict):
     address: str | None = Field(None, description="None starts a local Ray; 'auto' joins a running cluster")
     num_cpus: int | None = None
+    data_progress_bars: bool = Field(False, description="Ray Data's per-operator bars; the stages print their own")
 
 
 # ------------------------------------------------------------------------------------------- the lot
@@ -265,6 +277,7 @@ class RaycastConfig(Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     tune: TuneConfig = TuneConfig()
     serve: ServeConfig = ServeConfig()
+    pipeline: PipelineConfig = PipelineConfig()
 
     @field_validator("storage")
     @classmethod
@@ -296,6 +309,17 @@ def set_by_path(data: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"cannot set {dotted}: {part} is not a section")
     node[leaf] = value
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["train.epochs=3", "storage=/data"]`` -> ``{"train.epochs": 3, "storage": "/data"}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"an override must look like key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def parse_config(data: dict[str, Any] | None, source: str = "<dict>") -> RaycastConfig:

@@ -48,9 +48,9 @@ class CNNModel(CountMixin, nn.Module):
         cfg = cfg or CNNConfig()
         self.input_size, self.seq_len, self.cfg = input_size, seq_len, cfg
         self.out_len = conv_output_len(seq_len, cfg.kernels)
-        channels = [input_size, *cfg.filters]
+        in_channels = [input_size, *cfg.filters[:-1]]
         self.convs = nn.Sequential(
-            *(conv_block(c_in, c_out, k) for c_in, c_out, k in zip(channels[:-1], cfg.filters, cfg.kernels, strict=True))
+            *(conv_block(c_in, c_out, k) for c_in, c_out, k in zip(in_channels, cfg.filters, cfg.kernels, strict=True))
         )
         self.fc_in = cfg.filters[-1] * self.out_len
         self.head = mlp_head(self.fc_in, cfg.fc_sizes, cfg.dropout)

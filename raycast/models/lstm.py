@@ -13,9 +13,11 @@ class LSTMModel(CountMixin, nn.Module):
     """Stacked (bi)LSTM -> one timestep's features -> ``Linear+ReLU+BN+Dropout -> Linear(., 1)``.
 
     With the defaults (40 features, hidden 128, 2 bidirectional layers, fc 128) it has 602,625 parameters.
-    ``cfg.readout`` picks the features fed to the head: ``"last"`` is the output at the last timestep (the
-    reference design); ``"final"`` concatenates each direction's final state, so that the backward direction
-    has read the whole window rather than one step. Both have the same width and parameter count.
+    ``cfg.readout`` picks the features fed to the head. ``"final"`` (default) concatenates each direction's
+    final state: the forward one at the last step, the backward one at the first, so both have read the whole
+    window. ``"last"`` is the output at the last timestep, as in the reference design; there the top backward
+    direction has taken a single step from a zero state, so its recurrent weights get no gradient at all.
+    Both have the same width and parameter count.
     """
 
     def __init__(self, input_size: int = 40, seq_len: int = 30, cfg: LSTMConfig | None = None) -> None:
