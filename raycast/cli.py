@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
-from raycast.config import ConfigError, RaycastConfig, load_config
+from raycast.config import ConfigError, RaycastConfig, load_config, parse_overrides
 
 app = typer.Typer(help="Train and serve next-day-return models over many tickers on Ray.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
@@ -25,14 +24,8 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override any ke
 
 
 def _load(config: Path | None, sets: list[str] | None, **overrides: Any) -> RaycastConfig:
-    extra: dict[str, Any] = {}
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            _fail(f"--set expects key=value, got {item!r}")
-        extra[key.strip()] = yaml.safe_load(value)
     try:
-        return load_config(config, {**extra, **overrides})
+        return load_config(config, {**parse_overrides(sets), **overrides})
     except ConfigError as err:
         _fail(str(err))
 

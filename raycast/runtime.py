@@ -10,12 +10,15 @@ from raycast.config import RayConfig
 def init_ray(cfg: RayConfig | None = None) -> None:
     """Start or join Ray once per process. Inside ``ray job submit`` the job's cluster is joined."""
     import ray
+    import ray.data
 
-    if ray.is_initialized():
-        return
     cfg = cfg or RayConfig()
+    if ray.is_initialized():
+        ray.data.DataContext.get_current().enable_progress_bars = cfg.data_progress_bars
+        return
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     kwargs: dict = {"include_dashboard": False, "logging_level": "WARNING"}
     if address is None and cfg.num_cpus is not None:
         kwargs["num_cpus"] = cfg.num_cpus
     ray.init(address=address, **kwargs)
+    ray.data.DataContext.get_current().enable_progress_bars = cfg.data_progress_bars

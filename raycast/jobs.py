@@ -1,0 +1,26 @@
+"""What every ``jobs/*.py`` entrypoint shares: ``--config`` and ``--set`` parsing, then joining Ray."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from raycast.config import ConfigError, RaycastConfig, load_config, parse_overrides
+
+
+def run_job(description: str, stage: Callable[[RaycastConfig], object], argv: list[str] | None = None) -> None:
+    """Parse ``--config PATH [--set key=value ...]``, join the job's Ray cluster, run ``stage``, print its result."""
+    from raycast.runtime import init_ray
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", "-c", required=True, help="YAML config (see configs/)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, parse_overrides(args.set))
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    init_ray(cfg.ray)
+    print(json.dumps(stage(cfg), indent=2, default=str), flush=True)
