@@ -215,18 +215,28 @@ class SearchDimension(Strict):
 
 
 class TuneConfig(Strict):
+    """``raycast tune``: which model, how many trials, how they are scheduled and what each one gets."""
+
     model: Literal["lstm", "cnn", "attention", "ensemble"] = "lstm"
     num_samples: int = Field(8, ge=1)
     search_alg: Literal["random", "optuna"] = "random"
     scheduler: Literal["asha", "fifo"] = "asha"
-    metric: Literal["val_rank_ic", "val_loss"] = "val_rank_ic"
-    max_epochs: int = Field(6, ge=1)
+    metric: Literal["val_rank_ic", "val_loss"] = Field(
+        "val_rank_ic", description="objective: val_rank_ic is maximized, val_loss minimized"
+    )
+    max_epochs: int = Field(6, ge=1, description="epochs of a trial (and of the best config's train.epochs)")
     grace_period: int = Field(1, ge=1)
     reduction_factor: int = Field(2, ge=2)
     max_concurrent_trials: int | None = Field(None, ge=1)
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
+    trainer: Literal["function", "torch"] = Field(
+        "function",
+        description="'function': a trial trains in its own process (cheap start-up); 'torch': a Ray Train "
+        "TorchTrainer per trial (and per fold) with train.num_workers workers, for multi-worker trials",
+    )
+    cpus_per_trial: float = Field(1.0, gt=0, description="per trial; per worker with trainer 'torch'")
+    gpus_per_trial: float = Field(0.0, ge=0, description="fractions pack small trials onto one GPU")
     seeds: int = Field(3, ge=1, description="seeds the best configuration is re-run with")
+    top_k: int = Field(10, ge=1, description="rows of the printed results table")
     search_space: dict[str, SearchDimension] = {}
 
 

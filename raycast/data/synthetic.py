@@ -9,9 +9,11 @@ Daily close-to-close return of symbol i from t to t+1::
 * ``sigma[i,t]`` is the idiosyncratic volatility for the next day, a GARCH(1,1) recursion (volatility
   clustering); idiosyncratic annualized vol is 15-30%, total vol about 22-35%.
 * ``mu[i,t] = c * sigma[i,t] * g[i,t]`` is the planted expected return, known at t. ``g`` is a nonlinear function
-  of what a 30-day feature window sees: short-term mean reversion ``-tanh(sum of last 5 returns /
-  (sigma * sqrt(5)))`` plus a volume interaction ``0.5 * tanh(log(volume_t / mean volume of last 20 days)) *
-  sign(r_t)``, divided by a constant so it has roughly unit standard deviation.
+  of what a 30-day feature window sees: short-term reversal ``-0.5 tanh(sum of last 5 returns / (sigma sqrt 5))``,
+  continuation of one lagged day ``tanh(1.5 r[t-7] / sigma)`` (visible inside the window, but blurred in any
+  single day's features: a sequence model can beat a regression on the last day), and a volume-confirmed move
+  ``0.5 tanh(log(volume_t / mean volume of last 20 days)) sign(r_t)``, divided by a constant so it has roughly
+  unit standard deviation.
 * ``c`` is chosen from ``signal_strength`` so the oracle IC is close to it; strength 0 gives ``mu = 0``.
 
 The oracle IC (the expected per-date cross-sectional Pearson correlation between ``mu_t`` and ``r_{t+1}``,
@@ -43,7 +45,8 @@ IDIO_VOL = (0.15, 0.30)
 GARCH_ALPHA, GARCH_BETA = 0.08, 0.90
 VOLUME_SENSITIVITY = 0.35  # d log(volume) / d (|r| / sigma)
 VOLUME_NOISE = 0.25
-G_SCALE = 0.65  # empirical std of the raw signal; makes g roughly unit-variance
+G_SCALE = 0.96  # empirical std of the raw signal; makes g roughly unit-variance
+LAG = 7  # the lagged return in g: a sequence model sees it in the window, the last day's features barely do
 # Part of g moves with the market (a market-wide move shifts everyone's 5-day sum), so its cross-sectional
 # variance, which is what the IC sees, is only about this fraction of its total variance (measured).
 G_CROSS_SECTION_VAR = 0.70
@@ -131,7 +134,11 @@ def _simulate(p: _Params, c: float, rng: np.random.Generator, t_total: int, k: i
         if c:
             ret5 = r[max(0, t - 4) : t + 1].sum(axis=0)
             vratio = vol[t] / vol[max(0, t - 19) : t + 1].mean(axis=0)
-            g = -np.tanh(ret5 / (sig * np.sqrt(5))) + 0.5 * np.tanh(np.log(vratio)) * np.sign(r[t])
+            g = (
+                -0.5 * np.tanh(ret5 / (sig * np.sqrt(5)))  # short-term reversal: seen by the last day's features
+                + np.tanh(1.5 * r[max(0, t - LAG)] / sig)  # one lagged day: seen only inside the window
+                + 0.5 * np.tanh(np.log(vratio)) * np.sign(r[t])  # volume-confirmed move
+            )
             mu[t] = c * sig * g / G_SCALE
         if t + 1 == t_total:
             break

@@ -1,9 +1,10 @@
-"""The per-worker training loop that Ray Train runs (``train_fn_per_worker``).
+"""The epoch loop (``fit_epochs``) and the per-worker function Ray Train runs with it (``train_fn_per_worker``).
 
 Each worker pulls its shard of the feature dataset once, keeps the rows as one normalized float32 matrix on its
 device, and cuts shuffled windows from it by index every step: the data path costs an index gather, not a trip
 through the object store per batch. Validation runs on the whole validation period on every worker, so all
-ranks see the same metric and take the same early-stopping decision.
+ranks see the same metric and take the same early-stopping decision. A Ray Tune trial runs the same
+``fit_epochs`` in its own process (``raycast.tune.trainable``), without a Ray Train worker group around it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import signal
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -87,25 +89,43 @@ def _all_ranks_min(value: int, device) -> int:
     return int(t.item())
 
 
-def train_fn_per_worker(config: dict) -> None:
-    """Fit one base model; report metrics and a checkpoint every epoch; resume from the latest checkpoint."""
-    import ray.train
-    import ray.train.torch
+def save_state(state: dict, directory: str | Path) -> None:
+    """Write a checkpoint state from :func:`fit_epochs` into ``directory``."""
+    torch.save(state, Path(directory) / CHECKPOINT_FILE)
 
+
+def load_state(directory: str | Path, device) -> dict:
+    """Read a checkpoint state written by :func:`save_state`."""
+    return torch.load(Path(directory) / CHECKPOINT_FILE, map_location=device, weights_only=True)
+
+
+def fit_epochs(
+    job: TrainJob,
+    train_frame: pd.DataFrame,
+    val_frame: pd.DataFrame,
+    device,
+    state: dict | None = None,
+    rank: int = 0,
+    wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+) -> Iterator[tuple[dict, dict | None]]:
+    """Fit one base model, yielding ``(metrics, checkpoint_state)`` after every epoch.
+
+    The one epoch loop behind both a Ray Train worker (``train_fn_per_worker``) and a Tune trial: the caller
+    decides where metrics and checkpoints go. ``state`` (from a checkpoint) resumes after its epoch;
+    ``wrap_model`` is ``ray.train.torch.prepare_model`` under DDP. The checkpoint state is built on rank 0 only
+    (None elsewhere) and holds references to live tensors: save it before advancing the iterator. The
+    iterator ends after the epoch whose metrics say ``stop`` (patience or last epoch).
+    """
     from raycast.models import autocast_context, build_model
 
-    job = TrainJob.model_validate(config)
     tc = job.cfg.train
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
     torch.manual_seed(tc.seed + rank)
     rng = np.random.default_rng(tc.seed + rank)
-    device = ray.train.torch.get_device()
     split = Split.from_json(job.split)
     normalizer = Normalizer.from_json(job.normalizer)
 
-    train_blocks = FeatureBlocks(collect_frame(ray.train.get_dataset_shard("train")), normalizer, job.window)
-    val_blocks = FeatureBlocks(collect_frame(ray.train.get_dataset_shard("val")), normalizer, job.window)
+    train_blocks = FeatureBlocks(train_frame, normalizer, job.window)
+    val_blocks = FeatureBlocks(val_frame, normalizer, job.window)
     train_ends, val_ends = train_blocks.ends(split.train), val_blocks.ends(split.val)
     x_train = torch.as_tensor(train_blocks.x, device=device)
     y_train = torch.as_tensor((train_blocks.y - job.target_mean) / job.target_std, device=device)
@@ -113,7 +133,7 @@ def train_fn_per_worker(config: dict) -> None:
 
     model_params = getattr(job.cfg.models, job.model).model_dump()
     model = build_model(job.model, len(normalizer.features), job.window, model_params)
-    model = ray.train.torch.prepare_model(model)
+    model = wrap_model(model) if wrap_model is not None else model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     if tc.lr_schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tc.epochs)
@@ -125,10 +145,7 @@ def train_fn_per_worker(config: dict) -> None:
     autocast = lambda: autocast_context(device, tc.bf16)  # noqa: E731
 
     start_epoch, best, bad_epochs, history = 0, None, 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=device, weights_only=True)
+    if state is not None:
         _unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
@@ -179,23 +196,49 @@ def train_fn_per_worker(config: dict) -> None:
         if scheduler is not None:
             scheduler.step(metrics["val_loss"]) if tc.lr_schedule == "plateau" else scheduler.step()
 
+        checkpoint_state = None
+        if rank == 0:
+            checkpoint_state = {
+                "model": _unwrap(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                "epoch": epoch,
+                "best": best,
+                "bad_epochs": bad_epochs,
+                "history": json.dumps(history),
+            }
+        stop = metrics["stop"]  # read before yielding: the caller owns the dict from then on
+        yield metrics, checkpoint_state
+        if stop:
+            return
+
+
+def train_fn_per_worker(config: dict) -> None:
+    """Fit one base model; report metrics and a checkpoint every epoch; resume from the latest checkpoint."""
+    import ray.train
+    import ray.train.torch
+
+    job = TrainJob.model_validate(config)
+    rank = ray.train.get_context().get_world_rank()
+    device = ray.train.torch.get_device()
+    state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = load_state(d, device)
+    train_frame = collect_frame(ray.train.get_dataset_shard("train"))
+    val_frame = collect_frame(ray.train.get_dataset_shard("val"))
+    epochs = fit_epochs(job, train_frame, val_frame, device, state, rank, ray.train.torch.prepare_model)
+    for metrics, checkpoint_state in epochs:
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
-            if rank == 0:
-                state = {
-                    "model": _unwrap(model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                    "epoch": epoch,
-                    "best": best,
-                    "bad_epochs": bad_epochs,
-                    "history": json.dumps(history),
-                }
-                torch.save(state, Path(d) / CHECKPOINT_FILE)
+            if checkpoint_state is not None:
+                save_state(checkpoint_state, d)
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=ckpt)
-        if metrics["stop"]:
-            break
+        # An epoch counts as done once the controller has committed its checkpoint: a worker killed right after
+        # reporting would otherwise restart from an older checkpoint and repeat epochs it had finished.
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -124,7 +124,10 @@ def fit_base_model(
         raise RuntimeError(f"training {name} produced no checkpoint")
     with best.as_directory() as d:
         state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    history = json.loads(state["history"])
+    # the whole curve is in the latest checkpoint; the best one only knows the epochs up to itself
+    with (result.checkpoint or best).as_directory() as d:
+        latest = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    history = json.loads(latest["history"])
     best_metrics = next((h for h in history if h["epoch"] == state["epoch"]), history[-1])
     return FitResult(
         name, state["model"], best_metrics | {"target_mean": mean, "target_std": std}, history, str(best.path)
