@@ -174,7 +174,8 @@ class TrainConfig(Strict):
     loss: Literal["mse", "huber"] = "mse"
     grad_clip: float = Field(1.0, gt=0)
     patience: int = Field(3, ge=1, description="epochs without validation improvement before stopping")
-    early_stop_metric: Literal["val_loss", "val_ic", "val_rank_ic"] = "val_loss"
+    # IC rather than MSE: with daily returns the loss barely moves while the ranking, what a quant trades, improves
+    early_stop_metric: Literal["val_loss", "val_ic", "val_rank_ic"] = "val_ic"
     max_steps_per_epoch: int | None = Field(None, ge=1)
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
