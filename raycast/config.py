@@ -256,6 +256,7 @@ class ServeConfig(Strict):
     api_key: str | None = None
     max_body_bytes: int = Field(4_000_000, ge=1024)
     max_ongoing_requests: int = Field(256, ge=1, description="per replica; Serve's default of 5 would cap batching")
+    max_concurrent_batches: int = Field(2, ge=1, description="ingress and ensemble batches in flight per replica")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per replica (replicas share the cores)")
     predict_concurrency: int = Field(1, ge=1, description="model actors scoring in `raycast predict`")
 

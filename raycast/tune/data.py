@@ -1,0 +1,101 @@
+"""What trials train on, prepared once on the driver and shared through the object store.
+
+Base models: the feature rows as one frame, plus one :class:`Fold` per split (the feature dataset's own split,
+or each walk-forward fold with its own normalizer and target statistics). Every trial slices its periods out of
+the shared frame instead of reading Parquet again. The ensemble head: the registered bases' outputs on the
+validation period, computed once (:class:`HeadData`); trials only fit the small head on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from raycast.config import RaycastConfig
+from raycast.features.splits import Split
+from raycast.train.loop import TrainJob
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One split a trial is scored on: periods, normalizer and target statistics from its training rows."""
+
+    split: dict
+    normalizer: dict
+    target_mean: float
+    target_std: float
+
+
+@dataclass(frozen=True)
+class HeadData:
+    """Standardized base outputs (rows, members) on the validation period, with targets and dates."""
+
+    members: list[str]
+    outputs: np.ndarray
+    target: np.ndarray
+    dates: np.ndarray
+    version: str
+
+
+def load_base_data(cfg: RaycastConfig) -> tuple[pd.DataFrame, list[Fold], int]:
+    """The feature frame, the folds to score on, and the window length of the current feature dataset."""
+    from raycast.features.splits import make_walk_forward
+    from raycast.features.store import current_features_dir, load_meta, read_feature_frame
+    from raycast.train.trainer import fit_fold_normalizer, target_stats
+
+    features_dir = current_features_dir(cfg.storage)
+    meta = load_meta(features_dir)
+    frame = read_feature_frame(features_dir)
+    keep = ["symbol", "date", "t", *meta.features, "target"]
+    frame = frame[[c for c in keep if c in frame.columns]]
+    fc = cfg.features
+    if fc.walk_forward.folds:
+        folds = []
+        for split in make_walk_forward(frame["date"], fc):
+            normalizer = fit_fold_normalizer(features_dir, split, meta.features, fc.normalization, fc.clip)
+            folds.append(Fold(split.to_json(), normalizer.to_json(), *target_stats(features_dir, split)))
+    else:
+        folds = [Fold(meta.split.to_json(), meta.normalizer.to_json(), *target_stats(features_dir, meta.split))]
+    return frame, folds, meta.window
+
+
+def fold_frames(frame: pd.DataFrame, fold: Fold, window: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training rows and validation rows (with enough history before the period for its first windows)."""
+    split = Split.from_json(fold.split)
+    lookback = split.val.start - pd.tseries.offsets.BDay(2 * window + 10)
+    dates = frame["date"]
+    return frame[dates <= split.train.end], frame[(dates >= lookback) & (dates <= split.val.end)]
+
+
+def fold_job(cfg: RaycastConfig, model: str, fold: Fold, window: int) -> TrainJob:
+    return TrainJob(
+        cfg=cfg,
+        model=model,
+        split=fold.split,
+        normalizer=fold.normalizer,
+        window=window,
+        target_mean=fold.target_mean,
+        target_std=fold.target_std,
+    )
+
+
+def load_head_data(cfg: RaycastConfig) -> HeadData:
+    """Outputs of the newest registered version's bases on its validation period (what its head trained on)."""
+    from raycast.features.store import current_features_dir, features_base
+    from raycast.registry import load_predictor
+    from raycast.train.ensemble import base_outputs
+    from raycast.train.run import period_blocks
+
+    predictor = load_predictor(cfg.storage)
+    spec = predictor.spec
+    features_dir = features_base(cfg.storage) / spec["features"].get("features_version", "")
+    if not spec["features"].get("features_version") or not features_dir.is_dir():
+        features_dir = current_features_dir(cfg.storage)
+    split = Split.from_json(spec["split"])
+    blocks = period_blocks(features_dir, split, predictor.normalizer, predictor.window, split.val.start)
+    ends = blocks.ends(split.val)
+    outputs = base_outputs(predictor.bases, blocks.x, ends, predictor.window)
+    target = (blocks.y[ends] - spec["target"]["mean"]) / spec["target"]["std"]
+    return HeadData(list(predictor.bases), outputs, target.astype(np.float32), blocks.dates[ends], spec["version"])
