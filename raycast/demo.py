@@ -49,7 +49,7 @@ def run_demo(config: str, overrides: dict | None = None) -> dict:
     url = f"http://{cfg.serve.host}:{cfg.serve.port}"
     headers = {"X-API-Key": cfg.serve.api_key} if cfg.serve.api_key else {}
     with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
-        symbol = client.get("/v1/symbols").json()["symbols"][0]
+        symbol = client.get("/v1/symbols").json()["symbols"][0]["symbol"]
         answer = client.post("/v1/predict", json={"symbol": symbol}).json()
     print(f"$ curl -X POST {url}/v1/predict -H 'Content-Type: application/json' -d '{{\"symbol\": \"{symbol}\"}}'")
     print(json.dumps(answer, indent=2), flush=True)

@@ -41,3 +41,22 @@ def deep_merge(base: dict, extra: dict) -> dict:
     for key, value in extra.items():
         out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+@pytest.fixture(scope="session")
+def registered_model(ray_session, tmp_path_factory) -> RaycastConfig:
+    """A small synthetic universe with features and one registered (untrained, seeded) ensemble version.
+
+    Built in seconds without training: the models have the small config's architecture and random weights, and the
+    spec has the shape training writes. ``serve.version`` is pinned to that version, so versions registered later
+    (e.g. by a rollout test) do not change what users of this fixture load.
+    """
+    from raycast.data.ingest import ingest
+    from raycast.features.pipeline import build_features
+    from raycast.serve.demo import register_untrained_version
+
+    cfg = small_config(tmp_path_factory.mktemp("registered"))
+    ingest(cfg)
+    build_features(cfg)
+    version = register_untrained_version(cfg, seed=0)
+    return cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"version": version})})

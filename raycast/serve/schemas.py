@@ -1,0 +1,90 @@
+"""The HTTP API's request and response bodies (version 1).
+
+Requests forbid unknown fields and non-finite numbers, so a typo or a NaN is a 422 that names the field instead
+of a prediction from garbage. Price sanity (positive, high >= low, ...) is left to the ingest validator, which
+reports it per candle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SYMBOL = Field(min_length=1, max_length=64, pattern=r"^[^/\\=\s]+$", description="ticker, e.g. AAPL")
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Candle(Request):
+    """One daily bar."""
+
+    date: dt.date
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class PredictRequest(Request):
+    """A stored symbol (latest date or ``as_of``), or any symbol with its own candles."""
+
+    symbol: str = SYMBOL
+    as_of: dt.date | None = Field(None, description="date whose window to use (default: the latest stored date)")
+    candles: list[Candle] | None = Field(
+        None, max_length=20_000, description="daily bars, oldest first: at least the window plus the indicator warm-up"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PredictRequest:
+        if self.candles is not None and self.as_of is not None:
+            raise ValueError("give either as_of (stored features) or candles, not both: the candles' last date is the as_of")
+        return self
+
+
+class BatchRequest(Request):
+    """Many stored symbols at once (default: the whole universe), on their latest dates or on ``as_of``."""
+
+    symbols: list[str] | None = Field(None, max_length=20_000, description="default: every stored symbol")
+    as_of: dt.date | None = None
+
+
+class Prediction(BaseModel):
+    symbol: str
+    as_of: dt.date = Field(description="the date of the window's last row: the prediction is for the next day")
+    prediction: float = Field(description=r"predicted next-day return (0.01 = +1%)")
+    base_predictions: dict[str, float]
+    weights: dict[str, float] = Field(description="the ensemble's per-sample weights over the base models")
+    model_version: str
+
+
+class Skipped(BaseModel):
+    symbol: str
+    detail: str
+
+
+class BatchResponse(BaseModel):
+    model_version: str
+    count: int
+    predictions: list[Prediction]
+    skipped: list[Skipped] = Field(description="symbols with no stored row on as_of (not traded that day)")
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str
+    symbols: int
+
+
+class SymbolInfo(BaseModel):
+    symbol: str
+    first: dt.date
+    last: dt.date
+
+
+class Symbols(BaseModel):
+    count: int
+    symbols: list[SymbolInfo]
