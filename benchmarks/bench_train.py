@@ -76,7 +76,10 @@ def ray_worker(config: dict) -> None:
     frame = collect_frame(ray.train.get_dataset_shard("train"))
     x, y, ends = blocks_to_tensors(frame, Normalizer.from_json(config["normalizer"]), config["window"], device)
     out = timed_loop(x, y, ends, config["model"], config["window"], config["batch"], config["steps"], config["bf16"])
-    ray.train.report(out)
+    # Train V2 keeps in Result.metrics only what is reported together with a checkpoint
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "metrics.json").write_text(json.dumps(out))
+        ray.train.report(out, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
 def data_path_rate(x, ends, window: int, batch: int, repeats: int = 50) -> dict:

@@ -65,13 +65,9 @@ def split_scores(scores: dict, sizes: list[int]) -> list[dict]:
 def _set_threads(threads: int) -> None:
     # Several replicas share few cores: torch's default of one intra-op thread per core oversubscribes them.
     import os
-    import sys
-
     import torch
 
     torch.set_num_threads(threads)
-    if os.environ.get("XSWITCH"):
-        sys.setswitchinterval(float(os.environ["XSWITCH"]))
 
 
 @serve.deployment
