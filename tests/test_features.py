@@ -197,3 +197,24 @@ def test_ray_data_pipeline_matches_per_symbol_computation(tmp_path):
     np.testing.assert_allclose(meta.normalizer.center, expected.center, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(meta.normalizer.scale, expected.scale, rtol=1e-4)
     assert json.loads((fdir / "meta.json").read_text())["market_version"]
+
+
+def test_models_give_finite_predictions_on_windows_from_the_real_sample():
+    """Real AAPL bars -> validation -> the 40 features -> normalized windows -> every reference model."""
+    from raycast.config import SampleConfig
+    from raycast.data.sample import load_sample
+    from raycast.data.validate import validate_bars
+    from raycast.models import build_model, create_ensemble_model
+
+    clean, _ = validate_bars(load_sample(SampleConfig(symbols=["AAPL"])), "sample")
+    frame = compute_symbol_features(clean)
+    names = list(ALL_FEATURES)
+    blocks = FeatureBlocks(frame, fit_normalizer(frame[names].to_numpy(), names), window=30)
+    x, y = blocks.windows(blocks.ends()[-64:])
+    assert x.shape == (64, 30, 40) and np.isfinite(x).all() and np.isfinite(y).all()
+    bases = {n: build_model(n, 40, 30).eval() for n in ("lstm", "cnn", "attention")}
+    with torch.no_grad():
+        for model in bases.values():
+            assert torch.isfinite(model(torch.as_tensor(x))).all()
+        pred, details = create_ensemble_model(bases).eval()(torch.as_tensor(x))
+    assert pred.shape == (64, 1) and torch.isfinite(pred).all()
