@@ -123,7 +123,11 @@ def test_pipeline_job_submitted_to_a_ray_head(ray_head, tmp_path):
            "--runtime-env-json", runtime_env, "--", "python", "jobs/pipeline.py", "--config", "configs/demo.yaml"]
     for s in sets:
         cmd += ["--set", s]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    for _ in range(10):  # the head answers `ray job list` a little before its job agent takes submissions
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent" not in done.stderr + done.stdout:
+            break
+        time.sleep(5)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in (done.stdout + done.stderr).lower()
     # the job's outputs: a feature dataset, a registry entry and a report
