@@ -10,8 +10,6 @@ ranks see the same metric and take the same early-stopping decision. A Ray Tune 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,8 +39,6 @@ class TrainJob(BaseModel):
     window: int
     target_mean: float
     target_std: float
-    fail_at_epoch: int | None = None  # fault-injection for tests: SIGKILL this worker once at that epoch
-    fail_marker: str | None = None
 
 
 def collect_frame(shard) -> pd.DataFrame:
@@ -160,9 +156,6 @@ def fit_epochs(
     higher_is_better = tc.early_stop_metric != "val_loss"
 
     for epoch in range(start_epoch, tc.epochs):
-        if job.fail_at_epoch == epoch and job.fail_marker and not os.path.exists(job.fail_marker):
-            Path(job.fail_marker).write_text(str(epoch))
-            os.kill(os.getpid(), signal.SIGKILL)
         model.train()
         order = rng.permutation(train_ends)
         total = 0.0

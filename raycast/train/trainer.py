@@ -76,7 +76,6 @@ def fit_base_model(
     normalizer: Normalizer,
     window: int,
     run_dir: Path,
-    fail_at_epoch: int | None = None,
 ) -> FitResult:
     """Fit one base model with a TorchTrainer and return its best checkpoint's weights."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -92,8 +91,6 @@ def fit_base_model(
         window=window,
         target_mean=mean,
         target_std=std,
-        fail_at_epoch=fail_at_epoch,
-        fail_marker=str(run_dir / f".fault-{name}") if fail_at_epoch is not None else None,
     )
     ds = read_feature_dataset(features_dir)
     lookback = split.val.start - pd.tseries.offsets.BDay(2 * window + 10)  # enough rows for the first val window
