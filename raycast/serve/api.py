@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from raycast.serve.errors import RequestError
@@ -96,6 +97,18 @@ def create_api(service: PredictionService, api_key: str | None = None, max_body_
 
     app.include_router(v1)
     app.include_router(guarded)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each offending input back, and a NaN there cannot be written as JSON
+        # (a 500). The location and message name the problem; the input is the client's own.
+        detail = []
+        for e in err.errors():
+            msg = e["msg"]
+            if "error" in (e.get("ctx") or {}) and str(e["ctx"]["error"]) not in msg:
+                msg += f": {e['ctx']['error']}"
+            detail.append({"loc": list(e["loc"]), "msg": msg, "type": e["type"]})
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, err: RequestError) -> JSONResponse:

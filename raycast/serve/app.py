@@ -5,8 +5,8 @@ config is an error naming the key. The model version is resolved here, once, so 
 application serves the same version even if a newer one is registered while replicas start.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Serve reads build_app's annotation at run time to validate
+# the config's args into ServeArgs, and a string annotation would silently skip that.
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,7 +50,7 @@ class ServeArgs(BaseModel):
     lean: bool = Field(True, description="run replicas with SERVE_ENV (see above)")
 
     @classmethod
-    def from_config(cls, cfg: RaycastConfig) -> ServeArgs:
+    def from_config(cls, cfg: RaycastConfig) -> "ServeArgs":
         s = cfg.serve
         return cls(
             storage=cfg.storage, version=s.version, replicas=s.replicas, num_cpus=s.num_cpus, num_gpus=s.num_gpus,
@@ -78,6 +78,11 @@ def build_app(args: ServeArgs) -> Application:
         "num_replicas": args.replicas,
         "max_ongoing_requests": args.max_ongoing_requests,
         "logging_config": {"enable_access_log": args.access_log},
+        # A dead replica is noticed within seconds, not Serve's default 10 s.
+        "health_check_period_s": 2.0,
+        # During a rollout an old replica drains its requests while the new ones start (imports and weights
+        # take a while on small machines): it must not be killed before they are done.
+        "graceful_shutdown_timeout_s": 120.0,
     }
     env = {"runtime_env": {"env_vars": SERVE_ENV}} if args.lean else {}
     cpu_only = {"num_cpus": args.num_cpus, **env}

@@ -60,7 +60,7 @@ def predict_universe(cfg: RaycastConfig, date: str | None = None, end_date: str 
     """
     import ray
 
-    from raycast.features.store import current_features_dir
+    from raycast.features.store import current_features_dir, load_meta
     from raycast.registry import load_spec, resolve_version
     from raycast.runtime import init_ray
     from raycast.serve.features import StoredFeatures
@@ -71,16 +71,18 @@ def predict_universe(cfg: RaycastConfig, date: str | None = None, end_date: str 
     spec = load_spec(cfg.storage, version)
     features_dir = current_features_dir(cfg.storage)
     index = StoredFeatures.load(cfg.storage, spec, since=start, features_dir=features_dir)
-    latest = max((index.date_range(s)[1] for s in index.symbols), default=None)
-    if latest is None:
-        raise ValueError(f"no stored feature rows long enough for a {index.window}-day window in {features_dir}")
-    start = start or latest
+    if start is None:  # the newest date any symbol has
+        start = max((index.date_range(s)[1] for s in index.symbols), default=None)
     end = end or start
-    if end < start:
+    if start is not None and end < start:
         raise ValueError(f"--end-date {end} is before --date {start}")
-    symbols, _, dates = index.rows_between(start, end)
+    symbols, _, dates = index.rows_between(start, end) if start is not None else ([], None, None)
     if not symbols:
-        raise ValueError(f"no stored features between {start} and {end} (the data ends on {latest})")
+        meta = load_meta(features_dir).raw
+        raise ValueError(
+            f"no stored feature windows between {start} and {end}: the feature data covers "
+            f"{meta.get('date_min')} to {meta.get('date_max')}, less its first {index.window - 1} rows per symbol"
+        )
     del index  # the actors hold their own copy
 
     init_ray(cfg.ray)

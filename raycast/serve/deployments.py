@@ -27,6 +27,7 @@ from raycast.serve.service import PredictionService
 log = logging.getLogger("ray.serve")
 
 RETRIES = 3  # a call that reached a dead replica is retried; the router sends it to a live or restarted one
+PASSES_PER_CALL = 16  # a base-model call carries up to this many forward passes: a universe costs one call
 
 
 async def call_with_retry(make_call, what: str):
@@ -64,7 +65,6 @@ def split_scores(scores: dict, sizes: list[int]) -> list[dict]:
 
 def _set_threads(threads: int) -> None:
     # Several replicas share few cores: torch's default of one intra-op thread per core oversubscribes them.
-    import os
     import torch
 
     torch.set_num_threads(threads)
@@ -83,35 +83,22 @@ class BaseModel:
         # One forward pass now: the first request should not pay for lazy initialization.
         shape = (1, int(spec["features"]["window"]), len(spec["features"]["features"]))
         run_base(self.models.get(version), np.zeros(shape, dtype=np.float32), self.device)
-        self.predict.set_max_batch_size(max_batch_size)
+        self.forward_windows = max_batch_size
+        self.predict.set_max_batch_size(max_batch_size * PASSES_PER_CALL)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
-
-    async def stats(self):
-        import os, sys
-        from ray.serve._private import constants as C
-        d = self.__dict__.pop("_t", {})
-        d["flags"] = [C.RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD, C.RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP, C.RAY_SERVE_USE_GRPC_BY_DEFAULT, os.environ.get("RAY_SERVE_USE_GRPC_BY_DEFAULT"), sys.getswitchinterval()]
-        return d
-
-    def _rec(self, k, v):
-        self.__dict__.setdefault("_t", {}).setdefault(k, []).append(v)
-
     # Sizes are set per replica in __init__; a batch is counted in windows, not requests.
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=lambda items: sum(map(len, items)))
+    @serve.batch(max_batch_size=1024, batch_wait_timeout_s=0.0, batch_size_fn=lambda items: sum(map(len, items)))
     async def predict(self, windows: list[np.ndarray], versions: list[str]) -> list[np.ndarray]:
         """(n_i,) standardized outputs for each request's (n_i, window, features) windows."""
-        import time
-        t0 = time.perf_counter()
-        self._rec("batch", sum(map(len, windows)))
-        self._rec("requests", len(windows))
         out: list[np.ndarray | None] = [None] * len(windows)
         for version in dict.fromkeys(versions):  # one version, or two during a rollout
             idx = [i for i, v in enumerate(versions) if v == version]
-            y = run_base(self.models.get(version), np.concatenate([windows[i] for i in idx]), self.device)
+            x = np.concatenate([windows[i] for i in idx])
+            model, step = self.models.get(version), self.forward_windows
+            y = np.concatenate([run_base(model, x[a : a + step], self.device) for a in range(0, len(x), step)])
             for i, part in zip(idx, split_rows(y, [len(windows[i]) for i in idx]), strict=True):
                 out[i] = part
-        self._rec("compute", time.perf_counter() - t0)
         return out
 
 
@@ -123,38 +110,17 @@ class Ensemble:
                  max_concurrent_batches: int, torch_threads: int):  # fmt: skip
         _set_threads(torch_threads)
         self.bases = bases
-        self.chunk = max_batch_size  # windows per base call: what one base batch holds
+        self.chunk = max_batch_size * PASSES_PER_CALL  # windows per base call: what one base batch holds
         self.slots = max_concurrent_batches
         self.heads = VersionCache(lambda v: load_head(storage, v))
         self.heads.get(version)
         self.batchers: dict[str, Coalescer] = {}
 
-
-    async def stats(self):
-        import os, sys
-        from ray.serve._private import constants as C
-        d = self.__dict__.pop("_t", {})
-        d["flags"] = [C.RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD, C.RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP, C.RAY_SERVE_USE_GRPC_BY_DEFAULT, os.environ.get("RAY_SERVE_USE_GRPC_BY_DEFAULT"), sys.getswitchinterval()]
-        return d
-
-    def _rec(self, k, v):
-        self.__dict__.setdefault("_t", {}).setdefault(k, []).append(v)
-
-
-    async def prof_start(self):
-        import cProfile
-        self._prof = cProfile.Profile()
-        self._prof.enable()
-
-    async def prof_stop(self, path):
-        self._prof.disable()
-        self._prof.dump_stats(path)
-
     async def predict(self, windows: np.ndarray, version: str) -> dict:
         """Scores (see ``raycast.serve.service.Scores``) of (n, window, features) windows under ``version``."""
-        if version not in self.batchers:  # created on the replica's event loop, on first use
+        if version not in self.batchers:  # one per version: a batch must not mix versions
             self.batchers[version] = Coalescer(
-                lambda items, v=version: self._score_many(items, v), 4 * self.chunk, self.slots, size=len
+                lambda items, v=version: self._score_many(items, v), self.chunk, self.slots, size=len
             )
         return await self.batchers[version].submit(windows)
 
@@ -166,17 +132,12 @@ class Ensemble:
             for name, handle in self.bases.items()
             for chunk in chunks
         ]
-        import time
-        t0 = time.perf_counter()
-        self._rec("batch", len(x))
         results = await asyncio.gather(*calls)
-        self._rec("->bases", time.perf_counter() - t0)
         n = len(chunks)
         outputs = {name: np.concatenate(results[j * n : (j + 1) * n]) for j, name in enumerate(self.bases)}
         head = self.heads.get(version)
         # Columns in the head's member order: the weight predictor and meta-learner are positional.
         combined = head.combine(np.column_stack([outputs[m] for m in head.bases]).astype(np.float32))
-        self._rec("->bases+combine", time.perf_counter() - t0)
         return split_scores(combined | {"model_version": version}, [len(w) for w in items])
 
 
@@ -187,54 +148,16 @@ class Ingress:
 
     def __init__(self, storage: str, version: str, ensemble: DeploymentHandle, api_key: str | None,
                  max_body_bytes: int, max_batch_size: int, max_concurrent_batches: int):  # fmt: skip
-        _set_threads(1)
         spec = load_spec(storage, version)
         self.version = version
         self.ensemble = ensemble
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
-        self.max_batch_size = max_batch_size
-        self.slots = max_concurrent_batches
-        self.batcher: Coalescer | None = None
-        self.service = PredictionService(spec, StoredFeatures.load(storage, spec), self._score)
+        self.batcher = Coalescer(self._score_many, max_batch_size * PASSES_PER_CALL, max_concurrent_batches, size=len)
+        self.service = PredictionService(spec, StoredFeatures.load(storage, spec), self.batcher.submit)
         self.service.candles.warm_up()
 
-    async def _score(self, windows: np.ndarray) -> dict:
-        if self.batcher is None:  # created on the replica's event loop, on first use
-            self.batcher = Coalescer(self._score_many, 4 * self.max_batch_size, self.slots, size=len)
-        return await self.batcher.submit(windows)
-
-
-    async def stats(self):
-        import os, sys
-        from ray.serve._private import constants as C
-        d = self.__dict__.pop("_t", {})
-        d["flags"] = [C.RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD, C.RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP, C.RAY_SERVE_USE_GRPC_BY_DEFAULT, os.environ.get("RAY_SERVE_USE_GRPC_BY_DEFAULT"), sys.getswitchinterval()]
-        return d
-
-    def _rec(self, k, v):
-        self.__dict__.setdefault("_t", {}).setdefault(k, []).append(v)
-
-
-    async def prof_start(self):
-        import cProfile
-        self._prof = cProfile.Profile()
-        self._prof.enable()
-
-    async def prof_stop(self, path):
-        self._prof.disable()
-        self._prof.dump_stats(path)
-
     async def _score_many(self, items: list[np.ndarray]) -> list[dict]:
-        import time
-        t0 = time.perf_counter()
-        self._rec("batch", len(items))
-        try:
-            return await self._score_many2(items)
-        finally:
-            self._rec("->ensemble", time.perf_counter() - t0)
-
-    async def _score_many2(self, items):
         # Concurrent requests share one ensemble call: one handle round trip for many HTTP requests.
         x = items[0] if len(items) == 1 else np.concatenate(items)
         scores = await call_with_retry(lambda: self.ensemble.predict.remote(x, self.version), "ensemble")

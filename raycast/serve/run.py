@@ -29,7 +29,8 @@ def start_app(cfg: RaycastConfig, name: str = APP_NAME):
 def serve_forever(cfg: RaycastConfig) -> None:
     """Serve until interrupted, then delete the application (replicas drain in-flight requests).
 
-    On a Ray this process started, Serve and Ray are stopped too; on a joined cluster only this app goes.
+    When this call started Ray, Serve and Ray are stopped too; on a joined or already running Ray only this
+    application goes.
     """
     import ray
     from ray import serve
@@ -37,6 +38,8 @@ def serve_forever(cfg: RaycastConfig) -> None:
     from raycast.registry import resolve_version
 
     version = resolve_version(cfg.storage, cfg.serve.version)  # fail fast, before Ray starts, on an empty registry
+    # A Ray this call starts is stopped with it; a joined cluster or a Ray already running here keeps running.
+    owns_ray = not ray.is_initialized() and not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -50,9 +53,7 @@ def serve_forever(cfg: RaycastConfig) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if ray.is_initialized():
-            local = cfg.ray.address is None and not os.environ.get("RAY_ADDRESS")
-            if local:
+            serve.delete(APP_NAME)
+            if owns_ray:
                 serve.shutdown()
                 ray.shutdown()
-            else:
-                serve.delete(APP_NAME)
