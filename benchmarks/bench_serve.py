@@ -47,7 +47,7 @@ def prepare_storage(storage: str, n_symbols: int, n_days: int) -> RaycastConfig:
     if not list_versions(storage):
         from raycast.data.ingest import ingest
         from raycast.features.pipeline import build_features
-        from raycast.serve.demo import register_untrained_version
+        from raycast.serve.untrained import register_untrained_version
 
         print(f"[bench] building a synthetic universe of {n_symbols} symbols x {n_days} days in {storage}", flush=True)
         ingest(cfg)

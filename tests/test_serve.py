@@ -335,7 +335,7 @@ def test_rollout_of_a_new_version_under_load_fails_no_request(served):
     from ray import serve
 
     from raycast.serve.app import ServeArgs, build_app
-    from raycast.serve.demo import register_untrained_version
+    from raycast.serve.untrained import register_untrained_version
 
     cfg, client = served
     old = cfg.serve.version

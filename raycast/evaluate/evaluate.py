@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from raycast.config import RaycastConfig
 from raycast.evaluate.backtest import long_short_backtest
@@ -20,7 +21,7 @@ from raycast.evaluate.metrics import summarize
 from raycast.evaluate.report import ReportInputs, write_report
 from raycast.evaluate.walk_forward import aggregate_folds, format_folds
 from raycast.features.splits import Period, Split, make_walk_forward
-from raycast.features.store import FeatureBlocks, current_features_dir, read_feature_frame
+from raycast.features.store import FeatureBlocks, current_features_dir, load_meta, read_feature_frame
 from raycast.registry import Predictor, load_predictor, update_metrics
 
 BASELINES = ("zero", "momentum", "ridge")
@@ -51,10 +52,6 @@ def fit_ridge_baseline(blocks: FeatureBlocks, split: Split, alpha: float):
     return fit_ridge(blocks.x[ends], blocks.y[ends], alpha)
 
 
-def score(frame: pd.DataFrame, predictors: list[str]) -> pd.DataFrame:
-    return summarize(frame, predictors)
-
-
 def _canary(storage: str, test: pd.DataFrame) -> str | None:
     """For synthetic data the generator knows the best achievable IC: say how close the ensemble came."""
     try:
@@ -70,8 +67,6 @@ def _canary(storage: str, test: pd.DataFrame) -> str | None:
 
 
 def _attention_map(predictor: Predictor, blocks: FeatureBlocks, period: Period) -> np.ndarray | None:
-    import torch
-
     model = predictor.bases.get("attention")
     ends = blocks.ends(period)
     if model is None or not len(ends):
@@ -93,7 +88,7 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> Path:
     names = [*predictor.bases, "ensemble", *BASELINES]
     val = predictions_frame(predictor, blocks, split.val, ridge)
     test = predictions_frame(predictor, blocks, split.test, ridge)
-    val_metrics, test_metrics = score(val, names), score(test, names)
+    val_metrics, test_metrics = summarize(val, names), summarize(test, names)
     backtests = {
         n: long_short_backtest(test, n, cfg.evaluate.quantile, cfg.evaluate.cost_bps, spec["target"]["horizon"])
         for n in names
@@ -162,28 +157,17 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> str:
     for k, fold in enumerate(folds):
         print(f"[raycast] walk-forward fold {k + 1}/{len(folds)}: test {fold.test.start.date()}..{fold.test.end.date()}", flush=True)
         normalizer = fit_fold_normalizer(
-            features_dir, fold, _feature_names(features_dir), cfg.features.normalization, cfg.features.clip
+            features_dir, fold, load_meta(features_dir).features, cfg.features.normalization, cfg.features.clip
         )
         trained = train(cfg, split=fold, normalizer=normalizer, register=False)
-        predictor = Predictor(trained.spec | {"version": f"fold-{k}"}, trained.bases, trained.ensemble, _cpu())
+        predictor = Predictor(trained.spec | {"version": f"fold-{k}"}, trained.bases, trained.ensemble, torch.device("cpu"))
         blocks = FeatureBlocks(frame, normalizer, predictor.window)
         ridge = fit_ridge_baseline(blocks, fold, cfg.evaluate.ridge_alpha)
         test = predictions_frame(predictor, blocks, fold.test, ridge)
-        summaries.append(score(test, [*predictor.bases, "ensemble", *BASELINES]))
+        summaries.append(summarize(test, [*predictor.bases, "ensemble", *BASELINES]))
     table = aggregate_folds(summaries)
     out_dir = Path(cfg.storage).resolve() / "runs" / "walk_forward"
     out_dir.mkdir(parents=True, exist_ok=True)
     report = write_report(out_dir, ReportInputs(title=f"raycast walk-forward ({len(folds)} folds)", walk_forward=table))
     return format_folds(table) + f"\nreport: {report}"
 
-
-def _feature_names(features_dir: Path) -> list[str]:
-    from raycast.features.store import load_meta
-
-    return load_meta(features_dir).features
-
-
-def _cpu():
-    import torch
-
-    return torch.device("cpu")

@@ -47,7 +47,7 @@ def fit_ensemble_head(
     fit_rows, stop_rows = np.flatnonzero(dates < cut), np.flatnonzero(dates >= cut)
     if len(fit_rows) < 8 or len(stop_rows) < 2:
         raise ValueError(f"the validation period has too few windows ({len(dates)}) to fit the ensemble head")
-    x = torch.as_tensor(outputs)
+    x = torch.tensor(outputs)  # a copy: arrays that arrive through Ray's object store are read-only
     y = torch.as_tensor(target, dtype=torch.float32)
     params = [p for p in ensemble.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=tc.ensemble_lr)
@@ -67,7 +67,7 @@ def fit_ensemble_head(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             optimizer.step()
-            total, steps = total + float(loss), steps + 1
+            total, steps = total + float(loss.detach()), steps + 1
         ensemble.eval()
         with torch.no_grad():
             pred, _ = ensemble.forward_from_base_predictions(x[stop_rows])

@@ -66,6 +66,7 @@ def fit_ensemble(
     fits: dict[str, FitResult],
     run_id: str,
     run_dir: Path,
+    target: tuple[float, float],
 ) -> TrainedEnsemble:
     """Freeze the fitted bases and fit the ensemble head on their validation-period outputs."""
     from raycast.models import create_ensemble_model
@@ -75,7 +76,7 @@ def fit_ensemble(
         raise ValueError(f"models.ensemble.members {cfg.models.ensemble.members} names no trained model ({list(fits)})")
     spec_stub = {"features": {"features": normalizer.features, "window": window}, "models": cfg.models.model_dump()}
     bases = {n: build_base(spec_stub, n, fits[n].state_dict) for n in members}
-    mean, std = target_stats(features_dir, split)
+    mean, std = target
     blocks = period_blocks(features_dir, split, normalizer, window, split.val.start)
     val_ends = blocks.ends(split.val)
     outputs = base_outputs(bases, blocks.x, val_ends, window)
@@ -121,8 +122,9 @@ def train(cfg: RaycastConfig, split: Split | None = None, normalizer: Normalizer
     run_id, run_dir = new_run_dir(cfg.storage)
     (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
     print(f"[raycast] run {run_id}: training {', '.join(cfg.train.models)} on {split.train.start.date()}..{split.train.end.date()}", flush=True)
-    fits = fit_base_models(cfg, features_dir, split, normalizer, meta.window, run_dir)
-    trained = fit_ensemble(cfg, features_dir, split, normalizer, meta.window, fits, run_id, run_dir)
+    target = target_stats(features_dir, split)  # one read of the training targets for every stage below
+    fits = fit_base_models(cfg, features_dir, split, normalizer, meta.window, run_dir, target)
+    trained = fit_ensemble(cfg, features_dir, split, normalizer, meta.window, fits, run_id, run_dir, target)
     (run_dir / "history.json").write_text(
         json.dumps({n: f.history for n, f in fits.items()} | {"ensemble": trained.ensemble_history}, indent=2)
     )

@@ -76,13 +76,17 @@ def fit_base_model(
     normalizer: Normalizer,
     window: int,
     run_dir: Path,
+    target: tuple[float, float] | None = None,
 ) -> FitResult:
-    """Fit one base model with a TorchTrainer and return its best checkpoint's weights."""
+    """Fit one base model with a TorchTrainer and return its best checkpoint's weights.
+
+    ``target`` is the training period's (mean, std) of the target; read from the features when not given.
+    """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     tc = cfg.train
-    mean, std = target_stats(features_dir, split)
+    mean, std = target or target_stats(features_dir, split)
     job = TrainJob(
         cfg=cfg,
         model=name,
@@ -138,11 +142,13 @@ def fit_base_models(
     normalizer: Normalizer,
     window: int,
     run_dir: Path,
+    target: tuple[float, float] | None = None,
 ) -> dict[str, FitResult]:
     """Fit every configured base model, one after another or concurrently (``train.concurrent``)."""
+    target = target or target_stats(features_dir, split)
 
     def fit(name: str) -> FitResult:
-        return fit_base_model(cfg, name, features_dir, split, normalizer, window, run_dir)
+        return fit_base_model(cfg, name, features_dir, split, normalizer, window, run_dir, target)
 
     if cfg.train.concurrent and len(cfg.train.models) > 1:
         with ThreadPoolExecutor(len(cfg.train.models)) as pool:
