@@ -84,12 +84,16 @@ def _free_port() -> int:
 def ray_head(tmp_path):
     """A real Ray head on 127.0.0.1 (its own temp dir, so the suite's local Ray never joins it)."""
     port, dash = _free_port(), _free_port()
+    # Every agent port is chosen free too: the suite's own local Ray (started earlier in the same pytest run) already
+    # holds the default agent ports, and a head whose job agent cannot bind them answers "No available agent".
+    agent_ports = [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+                   f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]  # fmt: skip
     env = os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
     temp_dir = Path("/tmp") / f"raycast-head-{os.getpid()}"
     cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=4",
-           f"--temp-dir={temp_dir}", "--disable-usage-stats"]  # fmt: skip
+           f"--temp-dir={temp_dir}", "--disable-usage-stats", *agent_ports]  # fmt: skip
     head = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 120
