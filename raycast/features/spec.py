@@ -156,18 +156,31 @@ def compute_symbol_features(
     # pandas-ta's VWAP needs a DatetimeIndex to find its weekly anchor.
     indexed = bars.set_index(pd.DatetimeIndex(bars["date"]))
     values = _indicators(indexed)
-    out = pd.DataFrame({name: values[name].to_numpy(dtype="float64") for name in names})
-    out = out.replace([np.inf, -np.inf], np.nan)
+    # The rest is plain numpy on one (rows, features) matrix: per-column pandas operations cost as much as the
+    # indicators themselves.
+    x = np.column_stack([values[name].to_numpy(dtype="float64") for name in names])
+    x[np.isinf(x)] = np.nan
     close = bars["close"].to_numpy(dtype="float64")
     target = np.full(len(bars), np.nan)
     target[:-horizon] = close[horizon:] / close[:-horizon] - 1.0
-    out.insert(0, "t", np.arange(len(bars), dtype=np.int32))  # bar number: windows check contiguity with it
-    out.insert(0, "date", bars["date"].to_numpy())
-    out.insert(0, "symbol", bars["symbol"].astype(str).to_numpy())
-    out["target"] = target
-    out = out.iloc[WARMUP_BARS:]
+    t = np.arange(len(bars), dtype=np.int32)  # bar number: windows check contiguity with it
+    x, target, t = x[WARMUP_BARS:], target[WARMUP_BARS:], t[WARMUP_BARS:]
     # A feature can still be undefined after warm-up (e.g. zero volume makes volume_ratio 0/0). Carry the last
     # value forward within this symbol only; what is still missing is dropped with the row.
-    out[names] = out[names].ffill()
-    out = out.dropna(subset=names)
-    return out.astype({n: "float32" for n in [*names, "target"]}).reset_index(drop=True)
+    x = _forward_fill(x)
+    keep = ~np.isnan(x).any(axis=1)
+    x, target, t = x[keep].astype(np.float32), target[keep].astype(np.float32), t[keep]
+    out = pd.DataFrame(x, columns=names)
+    out.insert(0, "t", t)
+    out.insert(0, "date", bars["date"].to_numpy()[WARMUP_BARS:][keep])
+    out.insert(0, "symbol", bars["symbol"].astype(str).to_numpy()[WARMUP_BARS:][keep])
+    out["target"] = target
+    return out
+
+
+def _forward_fill(x: np.ndarray) -> np.ndarray:
+    """Each column's NaNs replaced by the column's last earlier finite value (leading NaNs stay NaN)."""
+    rows = np.arange(len(x))[:, None]
+    last_seen = np.where(np.isnan(x), 0, rows)
+    np.maximum.accumulate(last_seen, axis=0, out=last_seen)
+    return x[last_seen, np.arange(x.shape[1])]
