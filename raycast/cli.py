@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from raycast import fs
 from raycast.config import ConfigError, RaycastConfig, load_config, parse_overrides
 
 app = typer.Typer(help="Train and serve next-day-return models over many tickers on Ray.", no_args_is_help=True)
@@ -97,7 +98,7 @@ def train(
 
     cfg = _load(config, set_, storage=storage, **{"train.epochs": epochs, "train.num_workers": workers, "train.use_gpu": gpu})
     trained = _run(run_train, cfg)
-    out = {"run_id": trained.run_id, "version": trained.version, "run_dir": str(trained.run_dir)}
+    out = {"run_id": trained.run_id, "version": trained.version, "run_dir": fs.display(trained.run_dir)}
     if evaluate:
         from raycast.evaluate.evaluate import evaluate_version
 
@@ -118,9 +119,12 @@ def evaluate(
 
     cfg = _load(config, set_, storage=storage, **{"features.walk_forward.folds": walk_forward})
     if cfg.features.walk_forward.folds:
-        typer.echo(_run(evaluate_walk_forward, cfg))
+        from raycast.evaluate.walk_forward import format_folds
+
+        table, report = _run(evaluate_walk_forward, cfg)
+        typer.echo(f"{format_folds(table)}\nreport: {fs.display(report)}")
     else:
-        typer.echo(f"report: {_run(evaluate_version, cfg, version)}")
+        typer.echo(f"report: {fs.display(_run(evaluate_version, cfg, version))}")
 
 
 @app.command()

@@ -267,6 +267,9 @@ class PipelineConfig(Strict):
     stages: list[Literal["ingest", "features", "train", "evaluate", "tune", "predict"]] = [
         "ingest", "features", "train", "evaluate",
     ]  # fmt: skip
+    train_tuned: bool = Field(
+        True, description="when a tune stage runs before train, train the tuned model with the best parameters found"
+    )
 
 
 class RayConfig(Strict):
@@ -349,16 +352,18 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     data: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
-        source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
+        from raycast import fs
+
+        source = fs.display(path)
+        p = fs.location(path)
+        if not fs.is_file(p):
+            raise ConfigError(f"config file not found: {source}")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.safe_load(fs.read_text(p))
         except yaml.YAMLError as err:
-            raise ConfigError(f"{p} is not valid YAML: {err}") from None
+            raise ConfigError(f"{source} is not valid YAML: {err}") from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p} must hold a mapping at the top level")
+            raise ConfigError(f"{source} must hold a mapping at the top level")
         data = loaded or {}
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -367,5 +372,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def dump_config(cfg: BaseModel, path: str | Path) -> None:
-    """Write a config as YAML that :func:`load_config` reads back unchanged."""
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    """Write a config as YAML that :func:`load_config` reads back unchanged (a local path or a storage URI)."""
+    from raycast import fs
+
+    fs.write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
+from raycast import fs
 from raycast.config import RaycastConfig
 
 
 def run_pipeline(cfg: RaycastConfig) -> dict:
     """Run ``cfg.pipeline.stages`` in order; returns each stage's summary and its wall time."""
     summary: dict = {}
-    version = None
+    version, tuned = None, None
     for stage in cfg.pipeline.stages:
         started = time.perf_counter()
         print(f"[raycast] stage {stage} ...", flush=True)
@@ -26,17 +27,20 @@ def run_pipeline(cfg: RaycastConfig) -> dict:
         elif stage == "train":
             from raycast.train.run import train
 
-            trained = train(cfg)
+            trained = train(train_config(cfg, tuned))
             version = trained.version
-            out = {"run_id": trained.run_id, "version": version, "run_dir": str(trained.run_dir)}
+            out = {"run_id": trained.run_id, "version": version, "run_dir": fs.display(trained.run_dir)}
+            if tuned and cfg.pipeline.train_tuned:
+                out["tuned_params"] = tuned
         elif stage == "evaluate":
             from raycast.evaluate.evaluate import evaluate_version
 
-            out = {"report": str(evaluate_version(cfg, version))}
+            out = {"report": fs.display(evaluate_version(cfg, version))}
         elif stage == "tune":
             from raycast.tune.search import run_search
 
             out = run_search(cfg, None)
+            tuned = out["best_params"]
         elif stage == "predict":
             from raycast.serve.batch import predict_universe
 
@@ -47,3 +51,17 @@ def run_pipeline(cfg: RaycastConfig) -> dict:
         print(f"[raycast] stage {stage} done in {out['seconds']} s", flush=True)
         summary[stage] = out
     return summary
+
+
+def train_config(cfg: RaycastConfig, tuned: dict | None) -> RaycastConfig:
+    """The config the train stage uses: the pipeline's own, with the tune stage's best parameters when it ran.
+
+    Only the searched keys change (e.g. the LSTM's hidden size, the learning rate): epochs, workers and data stay
+    the pipeline's, not the shortened ones the trials ran with.
+    """
+    if not tuned or not cfg.pipeline.train_tuned:
+        return cfg
+    from raycast.tune.space import apply_params
+
+    print(f"[raycast] training {cfg.tune.model} with the tuned parameters {tuned}", flush=True)
+    return apply_params(cfg, cfg.tune.model, tuned)

@@ -6,11 +6,15 @@ statistics, model hyperparameters, target standardization, metrics, the data ran
 
     registry/<version>/model.json
     registry/<version>/weights/{lstm,cnn,attention,ensemble_head}.pt
+
+Locally a version is written into a temp directory renamed into place. On an object store (no rename) the weights
+are written first and ``model.json`` last: a version is listed only once its ``model.json`` exists.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import subprocess
@@ -21,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raycast import fs
 from raycast.features.normalize import Normalizer
 
 HEAD = "ensemble_head"
 
 
-def registry_dir(storage: str) -> Path:
-    return Path(storage) / "registry"
+def registry_dir(storage: str) -> fs.Location:
+    return fs.join(storage, "registry")
 
 
 def code_version() -> str:
@@ -47,43 +52,42 @@ def code_version() -> str:
 
 
 def save_version(storage: str, spec: dict, weights: dict[str, dict[str, torch.Tensor]]) -> str:
-    """Write a new registry version atomically (a temp directory renamed into place); returns its name."""
+    """Write a new registry version atomically (see the module docstring); returns its name."""
     base = registry_dir(storage)
-    base.mkdir(parents=True, exist_ok=True)
     version = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    tmp = base / f".tmp-{version}"
-    (tmp / "weights").mkdir(parents=True)
+    tmp = fs.join(base, version if fs.is_remote(base) else f".tmp-{version}")
+    fs.makedirs(fs.join(tmp, "weights"))
     for name, state in weights.items():
-        torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp / "weights" / f"{name}.pt")
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, buffer)
+        fs.write_bytes(fs.join(tmp, "weights", f"{name}.pt"), buffer.getvalue())
     spec = spec | {"version": version, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     spec.setdefault("code_version", code_version())
-    (tmp / "model.json").write_text(json.dumps(spec, indent=2, default=str))
-    os.rename(tmp, base / version)
+    fs.write_text(fs.join(tmp, "model.json"), json.dumps(spec, indent=2, default=str))
+    if not fs.is_remote(base):
+        os.rename(tmp, fs.join(base, version))
     return version
 
 
 def update_metrics(storage: str, version: str, metrics: dict) -> None:
-    """Attach evaluation metrics to a version (model.json is rewritten via a temp file + rename)."""
-    path = registry_dir(storage) / version / "model.json"
-    spec = json.loads(path.read_text())
+    """Attach evaluation metrics to a version (model.json is replaced atomically: temp file + rename, or one PUT)."""
+    path = fs.join(registry_dir(storage), version, "model.json")
+    spec = json.loads(fs.read_text(path))
     spec["metrics"] = metrics
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(spec, indent=2, default=str))
-    os.replace(tmp, path)
+    fs.write_text(path, json.dumps(spec, indent=2, default=str))
 
 
 def list_versions(storage: str) -> list[dict]:
     """Every version's model.json, oldest first."""
     base = registry_dir(storage)
-    if not base.is_dir():
-        return []
-    return [json.loads((p / "model.json").read_text()) for p in sorted(base.iterdir()) if (p / "model.json").is_file()]
+    specs = (fs.join(base, name, "model.json") for name in fs.list_names(base, dirs_only=True) if not name.startswith("."))
+    return [json.loads(fs.read_text(path)) for path in specs if fs.is_file(path)]
 
 
 def resolve_version(storage: str, version: str | None = None) -> str:
     versions = [v["version"] for v in list_versions(storage)]
     if not versions:
-        raise FileNotFoundError(f"no trained model in {registry_dir(storage)}: run `raycast train` first")
+        raise FileNotFoundError(f"no trained model in {fs.display(registry_dir(storage))}: run `raycast train` first")
     if version is None or version == "latest":
         return versions[-1]
     if version not in versions:
@@ -93,11 +97,12 @@ def resolve_version(storage: str, version: str | None = None) -> str:
 
 def load_spec(storage: str, version: str | None = None) -> dict:
     version = resolve_version(storage, version)
-    return json.loads((registry_dir(storage) / version / "model.json").read_text())
+    return json.loads(fs.read_text(fs.join(registry_dir(storage), version, "model.json")))
 
 
 def load_weights(storage: str, version: str, name: str) -> dict[str, torch.Tensor]:
-    return torch.load(registry_dir(storage) / version / "weights" / f"{name}.pt", map_location="cpu", weights_only=True)
+    data = fs.read_bytes(fs.join(registry_dir(storage), version, "weights", f"{name}.pt"))
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def build_base(spec: dict, name: str, state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:

@@ -121,6 +121,9 @@ def test_pipeline_job_submitted_to_a_ray_head(ray_head, tmp_path):
         f"storage={storage}", "ray.address=auto", "ingest.source=synthetic", "ingest.synthetic.n_symbols=8",
         "ingest.synthetic.n_days=300", "features.symbols_per_task=4", "train.models=[cnn]", "train.epochs=1",
         "train.max_steps_per_epoch=5", "train.concurrent=false", "train.ensemble_epochs=2",
+        # a two-trial search of the CNN before training: the train stage must train the winner's parameters
+        "pipeline.stages=[ingest,features,tune,train,evaluate]", "tune.model=cnn", "tune.num_samples=2",
+        "tune.max_epochs=2", "tune.seeds=1", "tune.cpus_per_trial=1",
     ]  # fmt: skip
     runtime_env = json.dumps({"excludes": [".venv", ".git", ".raycast", "runs", ".gpu", ".site"]})
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT),
@@ -143,3 +146,8 @@ def test_pipeline_job_submitted_to_a_ray_head(ray_head, tmp_path):
     assert len(versions) == 1 and versions[0]["members"] == ["cnn"]
     report = Path(versions[0]["metrics"]["report"])
     assert report.is_file() and "IC" in report.read_text()
+    (best_file,) = (storage / "tune").glob("cnn-*/best_config.yaml")
+    best = load_config(best_file)
+    assert versions[0]["models"]["cnn"] == best.models.cnn.model_dump(mode="json")
+    assert (versions[0]["train"]["lr"], versions[0]["train"]["batch_size"]) == (best.train.lr, best.train.batch_size)
+    assert versions[0]["train"]["epochs"] == 1  # the pipeline's own epochs, not the trials' max_epochs

@@ -7,6 +7,7 @@ import logging
 
 import pandas as pd
 
+from raycast import fs
 from raycast.config import IngestConfig, RaycastConfig
 from raycast.data.errors import DataError
 from raycast.data.store import MANIFEST, write_market_data
@@ -41,14 +42,14 @@ def ingest(cfg: RaycastConfig) -> dict:
         reasons = rejected["reason"].value_counts().to_dict()
         raise DataError(f"no valid rows in {', '.join(sources)} ({len(raw)} rows read; rejected: {reasons})")
     version = write_market_data(cfg.storage, bars, rejected, {"sources": sources, "synthetic": synthetic})
-    manifest = json.loads((version / MANIFEST).read_text())
+    manifest = json.loads(fs.read_text(fs.join(version, MANIFEST)))
     log.info(
         "ingested %d rows for %d symbols (%s to %s) into %s; %d rows rejected",
         manifest["rows"],
         manifest["n_symbols"],
         manifest["date_min"],
         manifest["date_max"],
-        version,
+        fs.display(version),
         manifest["rejected_total"],
     )
     return manifest

@@ -12,7 +12,12 @@ A version is written into a hidden ``.tmp-...`` directory, fsynced, renamed to `
 by replacing ``CURRENT`` (temp file + ``os.replace``). A crash at any point before that replace leaves the
 previous version current and intact. Afterwards everything but the new and the previously current version is
 pruned. Writers serialize on an ``fcntl`` lock, so a leftover ``.tmp-...`` seen while holding it is debris from a
-killed writer and is removed. Storage must be a local (or locally mounted) path.
+killed writer and is removed.
+
+On an object store (``s3://...``) there is neither rename nor lock: a version is written straight under its
+``v-...`` prefix, which no reader looks at until the single PUT of ``CURRENT`` names it (atomic per object).
+Pruning then removes the versions older than the new one except the previously current one, which also clears the
+debris of killed writers. Run one ingest at a time there.
 
 Nothing here embeds a wall-clock time in the files, so the same input yields byte-identical Parquet files and
 manifest; only the version directory name carries the time.
@@ -35,6 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raycast import fs
 from raycast.data.errors import DataError
 from raycast.data.schema import VALUE_COLUMNS, canonical_bars, content_hash, empty_bars
 from raycast.data.validate import REJECTED_COLUMNS, reason_counts
@@ -51,9 +57,9 @@ BAR_SCHEMA = pa.schema(
 REJECTED_SCHEMA = pa.schema([(c, pa.int64() if c == "row" else pa.string()) for c in REJECTED_COLUMNS])
 
 
-def market_dir(storage: str) -> Path:
-    """``<storage>/market``: where market data versions live."""
-    return Path(storage) / "market"
+def market_dir(storage: str) -> fs.Location:
+    """``<storage>/market``: where market data versions live (a ``Path`` for local storage)."""
+    return fs.join(storage, "market")
 
 
 def build_manifest(bars: pd.DataFrame, rejected: pd.DataFrame, base: dict | None = None) -> dict:
@@ -76,7 +82,7 @@ def build_manifest(bars: pd.DataFrame, rejected: pd.DataFrame, base: dict | None
     }
 
 
-def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict) -> Path:
+def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict) -> fs.Location:
     """Write a new version, publish it via ``CURRENT``, prune old versions; returns the version directory.
 
     ``manifest`` supplies ``sources`` and ``synthetic``; the data-derived fields are (re)computed here so the
@@ -91,6 +97,8 @@ def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, 
     rejected = rejected.reindex(columns=list(REJECTED_COLUMNS))
     full = build_manifest(bars, rejected, manifest)
     root = market_dir(storage)
+    if fs.is_remote(root):
+        return _write_remote(root, bars, rejected, full)
     root.mkdir(parents=True, exist_ok=True)
     with _writer_lock(root):
         for debris in root.glob(".tmp-*"):
@@ -114,24 +122,39 @@ def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, 
     return root / name
 
 
-def _write_version(out: Path, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict) -> None:
+def _write_remote(root: str, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict) -> str:
+    # See the module docstring: no rename on an object store, the CURRENT PUT is the publication.
+    name = f"v-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
+    try:
+        _write_version(fs.join(root, name), bars, rejected, manifest)
+    except BaseException:
+        fs.delete_dir(fs.join(root, name))
+        raise
+    _pause("before_switch")
+    previous = _current_name(root)
+    fs.write_text(fs.join(root, CURRENT), name + "\n")
+    for old in fs.list_names(root, dirs_only=True):
+        # Only older ones: a writer that started after this one may still be filling its version.
+        if old.startswith("v-") and old < name and old != previous:
+            fs.delete_dir(fs.join(root, old))
+    return fs.join(root, name)
+
+
+def _write_version(out: fs.Location, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict) -> None:
     # One conversion to Arrow, then zero-copy slices per symbol (bars are sorted by symbol).
     table = _to_arrow(bars, BAR_SCHEMA)
     start = 0
     for i, (symbol, size) in enumerate(bars.groupby("symbol", sort=True).size().items()):
-        sym_dir = out / f"symbol={symbol}"
-        sym_dir.mkdir()
-        _write_parquet(table.slice(start, size), sym_dir / DATA_FILE)
+        sym_dir = fs.join(out, f"symbol={symbol}")
+        fs.makedirs(sym_dir)
+        _write_parquet(table.slice(start, size), fs.join(sym_dir, DATA_FILE))
         start += size
         if i == 0:
             _pause("mid_write")
-    _write_parquet(_to_arrow(rejected, REJECTED_SCHEMA), out / REJECTED)
-    path = out / MANIFEST
-    with open(path, "w") as f:
-        f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(out)
+    _write_parquet(_to_arrow(rejected, REJECTED_SCHEMA), fs.join(out, REJECTED))
+    fs.write_text(fs.join(out, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if not fs.is_remote(out):
+        _fsync_dir(out)
 
 
 def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -139,7 +162,11 @@ def _to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pandas(frame, schema=schema, preserve_index=False).replace_schema_metadata(None)
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
+def _write_parquet(table: pa.Table, path: fs.Location) -> None:
+    if fs.is_remote(path):
+        filesystem, inner = fs.resolve(path)
+        pq.write_table(table, inner, filesystem=filesystem)  # one PUT
+        return
     pq.write_table(table, path)
     with open(path, "rb") as f:
         os.fsync(f.fileno())
@@ -170,9 +197,9 @@ def _pause(stage: str) -> None:
         time.sleep(float(seconds or 60))
 
 
-def _current_name(root: Path) -> str | None:
-    pointer = root / CURRENT
-    return pointer.read_text().strip() if pointer.is_file() else None
+def _current_name(root: fs.Location) -> str | None:
+    pointer = fs.join(root, CURRENT)
+    return fs.read_text(pointer).strip() if fs.is_file(pointer) else None
 
 
 def _switch_current(root: Path, name: str) -> None:
@@ -185,27 +212,33 @@ def _switch_current(root: Path, name: str) -> None:
     _fsync_dir(root)
 
 
-def current_version_dir(storage: str) -> Path:
+def current_version_dir(storage: str) -> fs.Location:
     """The published version directory; FileNotFoundError telling the user to ingest when there is none."""
     root = market_dir(storage)
     name = _current_name(root)
     if name is None:
-        raise FileNotFoundError(f"no market data under {root}: run `raycast ingest` first")
-    path = root / name
-    if not path.is_dir():
-        raise FileNotFoundError(f"{root / CURRENT} names {name}, which is missing: run `raycast ingest` again")
+        raise FileNotFoundError(f"no market data under {fs.display(root)}: run `raycast ingest` first")
+    path = fs.join(root, name)
+    if not fs.is_dir(path):
+        raise FileNotFoundError(
+            f"{fs.display(fs.join(root, CURRENT))} names {name}, which is missing: run `raycast ingest` again"
+        )
     return path
+
+
+def _symbols(version: fs.Location) -> list[str]:
+    return [n.partition("=")[2] for n in fs.list_names(version, dirs_only=True) if n.startswith("symbol=")]
 
 
 def list_symbols(storage: str) -> list[str]:
     """The symbols of the current version, sorted."""
-    return sorted(p.name.partition("=")[2] for p in current_version_dir(storage).glob("symbol=*") if p.is_dir())
+    return sorted(_symbols(current_version_dir(storage)))
 
 
-def symbol_file(storage: str, symbol: str) -> Path:
+def symbol_file(storage: str, symbol: str) -> fs.Location:
     """The Parquet file holding ``symbol``'s bars in the current version (KeyError for an unknown symbol)."""
-    path = current_version_dir(storage) / f"symbol={symbol}" / DATA_FILE
-    if not path.is_file():
+    path = fs.join(current_version_dir(storage), f"symbol={symbol}", DATA_FILE)
+    if not fs.is_file(path):
         raise KeyError(f"no market data for symbol {symbol!r}; available: {', '.join(list_symbols(storage))}")
     return path
 
@@ -213,7 +246,7 @@ def symbol_file(storage: str, symbol: str) -> Path:
 def read_bars(storage: str, symbols: list[str] | None = None) -> pd.DataFrame:
     """Canonical bars of the current version, for all symbols or the given ones."""
     version = current_version_dir(storage)  # resolved once, so all files come from one version
-    available = sorted(p.name.partition("=")[2] for p in version.glob("symbol=*"))
+    available = sorted(_symbols(version))
     wanted = available if symbols is None else sorted(set(symbols))
     unknown = [s for s in wanted if s not in available]
     if unknown:
@@ -221,18 +254,23 @@ def read_bars(storage: str, symbols: list[str] | None = None) -> pd.DataFrame:
     if not wanted:
         return empty_bars()
     # Read file by file: pyarrow would otherwise parse 'symbol=' in the path as a second symbol column.
-    tables = [pq.read_table(version / f"symbol={s}" / DATA_FILE, partitioning=None) for s in wanted]
+    tables = [_read_table(fs.join(version, f"symbol={s}", DATA_FILE)) for s in wanted]
     return canonical_bars(pa.concat_tables(tables).to_pandas(), check=False)
 
 
 def read_manifest(storage: str) -> dict:
     """The manifest of the current version."""
-    return json.loads((current_version_dir(storage) / MANIFEST).read_text())
+    return json.loads(fs.read_text(fs.join(current_version_dir(storage), MANIFEST)))
 
 
 def read_rejected(storage: str) -> pd.DataFrame:
     """The rows the current version's ingest rejected, with ``reason``, ``source`` and ``row``."""
-    return pq.read_table(current_version_dir(storage) / REJECTED, partitioning=None).to_pandas()
+    return _read_table(fs.join(current_version_dir(storage), REJECTED)).to_pandas()
+
+
+def _read_table(path: fs.Location) -> pa.Table:
+    filesystem, inner = fs.resolve(path)
+    return pq.read_table(inner, filesystem=filesystem, partitioning=None)
 
 
 __all__ = [

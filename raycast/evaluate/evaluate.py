@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from raycast import fs
 from raycast.config import RaycastConfig
-from raycast.evaluate.backtest import long_short_backtest
+from raycast.evaluate.backtest import backtest_table, long_short_backtest
 from raycast.evaluate.baselines import fit_ridge, last_step
 from raycast.evaluate.metrics import summarize
 from raycast.evaluate.report import ReportInputs, write_report
-from raycast.evaluate.walk_forward import aggregate_folds, format_folds
+from raycast.evaluate.walk_forward import aggregate_folds
 from raycast.features.splits import Period, Split, make_walk_forward
 from raycast.features.store import FeatureBlocks, current_features_dir, load_meta, read_feature_frame
 from raycast.registry import Predictor, load_predictor, update_metrics
@@ -45,6 +46,15 @@ def predictions_frame(predictor: Predictor, blocks: FeatureBlocks, period: Perio
     frame["zero"] = 0.0
     frame["momentum"] = blocks.raw_return[ends]  # yesterday's (t-1 -> t) return, unnormalized
     return frame
+
+
+def run_backtests(cfg: RaycastConfig, frame: pd.DataFrame, names: list[str], horizon: int) -> dict:
+    """The cost-aware long-short backtest of every predictor but the zero baseline (a constant ranks nothing)."""
+    return {
+        n: long_short_backtest(frame, n, cfg.evaluate.quantile, cfg.evaluate.cost_bps, horizon)
+        for n in names
+        if n != "zero"
+    }
 
 
 def fit_ridge_baseline(blocks: FeatureBlocks, split: Split, alpha: float):
@@ -78,8 +88,11 @@ def _attention_map(predictor: Predictor, blocks: FeatureBlocks, period: Period) 
     return weights[0].float().cpu().numpy()
 
 
-def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> Path:
-    """Evaluate a registered version on its validation and test periods; write the report and metrics."""
+def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Location:
+    """Evaluate a registered version on its validation and test periods; write the report and metrics.
+
+    Returns where ``report.md`` is: a ``Path`` for local storage, a URI otherwise.
+    """
     predictor = load_predictor(cfg.storage, version or cfg.serve.version)
     spec = predictor.spec
     split = Split.from_json(spec["split"])
@@ -89,42 +102,40 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> Path:
     val = predictions_frame(predictor, blocks, split.val, ridge)
     test = predictions_frame(predictor, blocks, split.test, ridge)
     val_metrics, test_metrics = summarize(val, names), summarize(test, names)
-    backtests = {
-        n: long_short_backtest(test, n, cfg.evaluate.quantile, cfg.evaluate.cost_bps, spec["target"]["horizon"])
-        for n in names
-        if n != "zero"  # a constant prediction ranks nothing
-    }
-    run_dir = Path(cfg.storage).resolve() / "runs" / spec["run_id"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    history_file = run_dir / "history.json"
-    history = json.loads(history_file.read_text()) if history_file.is_file() else None
-    test.to_parquet(run_dir / "test_predictions.parquet")
-    report = write_report(
-        run_dir,
-        ReportInputs(
-            title=f"raycast evaluation: model {spec['version']}",
-            val_metrics=val_metrics,
-            test_metrics=test_metrics,
-            backtests=backtests,
-            quantile=cfg.evaluate.quantile,
-            cost_bps=cfg.evaluate.cost_bps,
-            test_predictions=test[["symbol", "date", "target", *names]],
-            data_range=(str(blocks.dates.min())[:10], str(blocks.dates.max())[:10]),
-            splits={k: f"{v['start']} .. {v['end']}" for k, v in spec["split"].items()},
-            canary=_canary(cfg.storage, test_metrics),
-            training_history={k: v for k, v in (history or {}).items() if k != "ensemble"} or None,
-            ensemble_weights=test[["symbol", "date", *[c for c in test if c.startswith("w_")]]],
-            attention=_attention_map(predictor, blocks, split.test),
-        ),
-    )
+    backtests = run_backtests(cfg, test, names, spec["target"]["horizon"])
+    run_dir = fs.join(fs.absolute(cfg.storage), "runs", spec["run_id"])
+    history_file = fs.join(run_dir, "history.json")
+    history = json.loads(fs.read_text(history_file)) if fs.is_file(history_file) else None
+    # Plots and TensorBoard only write local files: they go to a local directory uploaded into run_dir at the end.
+    with fs.local_dir(run_dir) as local_run_dir:
+        test.to_parquet(local_run_dir / "test_predictions.parquet")
+        report = write_report(
+            local_run_dir,
+            ReportInputs(
+                title=f"raycast evaluation: model {spec['version']}",
+                val_metrics=val_metrics,
+                test_metrics=test_metrics,
+                backtests=backtests,
+                quantile=cfg.evaluate.quantile,
+                cost_bps=cfg.evaluate.cost_bps,
+                test_predictions=test[["symbol", "date", "target", *names]],
+                data_range=(str(blocks.dates.min())[:10], str(blocks.dates.max())[:10]),
+                splits={k: f"{v['start']} .. {v['end']}" for k, v in spec["split"].items()},
+                canary=_canary(cfg.storage, test_metrics),
+                training_history={k: v for k, v in (history or {}).items() if k != "ensemble"} or None,
+                ensemble_weights=test[["symbol", "date", *[c for c in test if c.startswith("w_")]]],
+                attention=_attention_map(predictor, blocks, split.test),
+            ),
+        )
+        _log_tensorboard(local_run_dir, history, test_metrics)
+    report = fs.join(run_dir, report.name)
     metrics = {
         "val": val_metrics.to_dict(orient="index"),
         "test": test_metrics.to_dict(orient="index"),
         "backtest": {n: b.summary for n, b in backtests.items()},
-        "report": str(report),
+        "report": fs.display(report),
     }
     update_metrics(cfg.storage, spec["version"], json.loads(json.dumps(metrics, default=float)))
-    _log_tensorboard(run_dir, history, test_metrics)
     print(f"[raycast] test metrics:\n{test_metrics[['ic', 'rank_ic', 'direction_accuracy', 'mse']].to_string()}", flush=True)
     return report
 
@@ -145,15 +156,24 @@ def _log_tensorboard(run_dir: Path, history: dict | None, test_metrics: pd.DataF
                     writer.add_scalar(f"test/{name}/{key}", row[key], 0)
 
 
-def evaluate_walk_forward(cfg: RaycastConfig) -> str:
-    """Retrain on each walk-forward fold and report every metric as mean +/- std over the folds."""
+def fold_summary(cfg: RaycastConfig, test: pd.DataFrame, names: list[str], horizon: int) -> pd.DataFrame:
+    """One fold's test metrics and cost-aware backtest, one row per predictor."""
+    return summarize(test, names).join(backtest_table(run_backtests(cfg, test, names, horizon)))
+
+
+def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location]:
+    """Retrain on each walk-forward fold; return every metric as mean and std over the folds, and the report.
+
+    Each fold gets its own normalization statistics and target scaling from its own training rows: nothing of a
+    later period reaches an earlier fold's model.
+    """
     from raycast.train.run import train
     from raycast.train.trainer import fit_fold_normalizer
 
     features_dir = current_features_dir(cfg.storage)
     frame = read_feature_frame(features_dir)
     folds = make_walk_forward(frame["date"], cfg.features)
-    summaries = []
+    summaries, rows = [], []
     for k, fold in enumerate(folds):
         print(f"[raycast] walk-forward fold {k + 1}/{len(folds)}: test {fold.test.start.date()}..{fold.test.end.date()}", flush=True)
         normalizer = fit_fold_normalizer(
@@ -164,10 +184,14 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> str:
         blocks = FeatureBlocks(frame, normalizer, predictor.window)
         ridge = fit_ridge_baseline(blocks, fold, cfg.evaluate.ridge_alpha)
         test = predictions_frame(predictor, blocks, fold.test, ridge)
-        summaries.append(summarize(test, [*predictor.bases, "ensemble", *BASELINES]))
+        summary = fold_summary(cfg, test, [*predictor.bases, "ensemble", *BASELINES], cfg.features.horizon)
+        summaries.append(summary)
+        rows.append(summary.assign(fold=k, test_start=fold.test.start, test_end=fold.test.end).reset_index())
     table = aggregate_folds(summaries)
-    out_dir = Path(cfg.storage).resolve() / "runs" / "walk_forward"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = write_report(out_dir, ReportInputs(title=f"raycast walk-forward ({len(folds)} folds)", walk_forward=table))
-    return format_folds(table) + f"\nreport: {report}"
-
+    out_dir = fs.join(fs.absolute(cfg.storage), "runs", "walk_forward")
+    with fs.local_dir(out_dir) as local_out_dir:
+        pd.concat(rows, ignore_index=True).to_csv(local_out_dir / "folds.csv", index=False)  # every fold's own numbers
+        report = write_report(
+            local_out_dir, ReportInputs(title=f"raycast walk-forward ({len(folds)} folds)", walk_forward=table)
+        )
+    return table, fs.join(out_dir, report.name)

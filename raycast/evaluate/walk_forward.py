@@ -14,7 +14,7 @@ import pandas as pd
 
 from raycast.evaluate.tables import format_value, markdown_table
 
-DEFAULT_METRICS = ("ic", "rank_ic", "icir", "rank_icir", "direction_accuracy", "mse")
+DEFAULT_METRICS = ("ic", "rank_ic", "icir", "rank_icir", "direction_accuracy", "mse", "sharpe", "annualized_return")
 
 
 def aggregate_folds(summaries: Sequence[pd.DataFrame]) -> pd.DataFrame:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from raycast import fs
 from raycast.config import RaycastConfig
 from raycast.features.normalize import fit_normalizer
 from raycast.features.spec import FEATURE_SPEC_VERSION, check_feature_names, compute_symbol_features
@@ -28,7 +28,8 @@ def featurize_symbols(batch: pd.DataFrame, market_dir: str, horizon: int, featur
     """Ray Data batch function: symbol names in, their feature rows out (whole symbols, date-sorted)."""
     frames = []
     for symbol in batch["symbol"]:
-        bars = pd.read_parquet(Path(market_dir) / f"symbol={symbol}" / "data.parquet")
+        filesystem, path = fs.resolve(fs.join(market_dir, f"symbol={symbol}", "data.parquet"))
+        bars = pd.read_parquet(path, filesystem=filesystem)
         bars["symbol"] = symbol
         frames.append(compute_symbol_features(bars, horizon=horizon, features=features))
     return pd.concat(frames, ignore_index=True)
@@ -57,15 +58,18 @@ def build_features(cfg: RaycastConfig) -> dict:
         batch_format="pandas",
         num_cpus=fc.num_cpus_per_task,
     )
-    ds.write_parquet(str(out_dir / ROWS_DIR))
+    filesystem, rows_path = fs.resolve(fs.join(out_dir, ROWS_DIR))
+    ds.write_parquet(rows_path, filesystem=filesystem)
 
     # Splits and normalization statistics come from the training period only.
-    dates = pq.read_table(out_dir / ROWS_DIR, columns=["date"]).column("date").to_numpy()
+    dates = pq.read_table(rows_path, columns=["date"], filesystem=filesystem).column("date").to_numpy()
     if len(dates) == 0:
-        raise ValueError(f"no feature rows: every symbol has fewer bars than the indicator warm-up ({market_dir})")
+        raise ValueError(
+            f"no feature rows: every symbol has fewer bars than the indicator warm-up ({fs.display(market_dir)})"
+        )
     split = make_split(dates, fc)
     train_rows = pq.read_table(
-        out_dir / ROWS_DIR, columns=names, filters=[("date", "<=", split.train.end.to_pydatetime())]
+        rows_path, columns=names, filters=[("date", "<=", split.train.end.to_pydatetime())], filesystem=filesystem
     )
     train_x = np.column_stack([train_rows.column(n).to_numpy() for n in names])
     normalizer = fit_normalizer(train_x, names, fc.normalization, fc.clip)
@@ -76,7 +80,7 @@ def build_features(cfg: RaycastConfig) -> dict:
         "features": names,
         "window": fc.window,
         "horizon": fc.horizon,
-        "market_version": market_dir.name,
+        "market_version": fs.name(market_dir),
         "symbols": symbols,
         "n_rows": int(len(dates)),
         "date_min": str(pd.Timestamp(dates.min()).date()),
@@ -85,10 +89,10 @@ def build_features(cfg: RaycastConfig) -> dict:
         "walk_forward": folds,
         "normalizer": normalizer.to_json(),
     }
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    fs.write_text(fs.join(out_dir, "meta.json"), json.dumps(meta, indent=2))
     publish(features_base(cfg.storage), out_dir)
     return {k: meta[k] for k in ("spec_version", "n_rows", "date_min", "date_max", "split", "market_version")} | {
         "n_symbols": len(symbols),
         "n_features": len(names),
-        "path": str(out_dir),
+        "path": fs.display(out_dir),
     }

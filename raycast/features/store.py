@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from raycast import fs
 from raycast.features.normalize import Normalizer
 from raycast.features.splits import Period, Split
 from raycast.features.windows import cut_windows, window_ends
@@ -17,11 +17,11 @@ from raycast.storage import current_version_dir
 ROWS_DIR = "rows"
 
 
-def features_base(storage: str) -> Path:
-    return Path(storage) / "features"
+def features_base(storage: str) -> fs.Location:
+    return fs.join(storage, "features")
 
 
-def current_features_dir(storage: str) -> Path:
+def current_features_dir(storage: str) -> fs.Location:
     return current_version_dir(features_base(storage), "feature dataset", "run `raycast features` first")
 
 
@@ -50,21 +50,26 @@ class FeatureMeta:
         )
 
 
-def load_meta(features_dir: str | Path) -> FeatureMeta:
-    return FeatureMeta.from_json(json.loads((Path(features_dir) / "meta.json").read_text()))
+def load_meta(features_dir: fs.Location) -> FeatureMeta:
+    return FeatureMeta.from_json(json.loads(fs.read_text(fs.join(features_dir, "meta.json"))))
 
 
-def read_feature_dataset(features_dir: str | Path, columns: list[str] | None = None):
+def read_feature_dataset(features_dir: fs.Location, columns: list[str] | None = None):
     """The feature rows as a Ray Data dataset (one block per featurize task, whole symbols per block)."""
     import ray
 
-    return ray.data.read_parquet(str(Path(features_dir) / ROWS_DIR), columns=columns)
+    filesystem, path = fs.resolve(fs.join(features_dir, ROWS_DIR))
+    return ray.data.read_parquet(path, columns=columns, filesystem=filesystem)
 
 
-def read_feature_frame(features_dir: str | Path, symbols: list[str] | None = None) -> pd.DataFrame:
-    """All feature rows (optionally some symbols) as one pandas frame, for evaluation and serving."""
-    filters = [("symbol", "in", symbols)] if symbols else None
-    return pd.read_parquet(Path(features_dir) / ROWS_DIR, filters=filters)
+def read_feature_frame(
+    features_dir: fs.Location, symbols: list[str] | None = None, filters: list | None = None
+) -> pd.DataFrame:
+    """All feature rows (optionally some symbols, or rows matching pyarrow ``filters``) as one pandas frame."""
+    if symbols:
+        filters = [*(filters or []), ("symbol", "in", symbols)]
+    filesystem, path = fs.resolve(fs.join(features_dir, ROWS_DIR))
+    return pd.read_parquet(path, filters=filters or None, filesystem=filesystem)
 
 
 class FeatureBlocks:

@@ -9,14 +9,13 @@ when the cluster has one.
 from __future__ import annotations
 
 import datetime as dt
-import os
+import io
 import time
-import uuid
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from raycast import fs
 from raycast.config import RaycastConfig
 
 
@@ -99,12 +98,12 @@ def predict_universe(cfg: RaycastConfig, date: str | None = None, end_date: str 
         num_gpus=gpus,
     )
     table = ds.to_pandas().sort_values(["date", "symbol"], ignore_index=True)
-    path = Path(output) if output else Path(cfg.storage) / "predictions" / version / (
-        f"{start}.parquet" if start == end else f"{start}_{end}.parquet"
+    path = fs.location(output) if output else fs.join(
+        cfg.storage, "predictions", version, f"{start}.parquet" if start == end else f"{start}_{end}.parquet"
     )
     _write_atomically(table, path)
     return {
-        "output": str(path),
+        "output": fs.display(path),
         "model_version": version,
         "rows": len(table),
         "symbols": int(table["symbol"].nunique()),
@@ -114,9 +113,10 @@ def predict_universe(cfg: RaycastConfig, date: str | None = None, end_date: str 
     }
 
 
-def _write_atomically(table: pd.DataFrame, path: Path) -> None:
-    # A trading process polling for the file must never read a half-written one.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+def _write_atomically(table: pd.DataFrame, path: fs.Location) -> None:
+    # A trading process polling for the file must never read a half-written one: fs writes a local temp file and
+    # renames it into place, or PUTs the object in one request.
+    fs.makedirs(fs.parent(path))
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    fs.write_bytes(path, buffer.getvalue())

@@ -9,13 +9,13 @@ the function training and evaluation use, so served inputs cannot drift from tra
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from raycast import fs
 from raycast.features.normalize import Normalizer
-from raycast.features.store import ROWS_DIR, FeatureBlocks, current_features_dir
+from raycast.features.store import FeatureBlocks, current_features_dir, read_feature_frame
 from raycast.features.windows import cut_windows
 from raycast.serve.errors import RequestError
 
@@ -41,16 +41,16 @@ class StoredFeatures:
         self.symbols: list[str] = sorted(self._index)
 
     @classmethod
-    def load(cls, storage: str, spec: dict, since: dt.date | None = None, features_dir: str | Path | None = None) -> StoredFeatures:
+    def load(cls, storage: str, spec: dict, since: dt.date | None = None, features_dir: fs.Location | None = None) -> StoredFeatures:
         """The current feature dataset (rows from a little before ``since`` when given), normalized for ``spec``."""
         window = int(spec["features"]["window"])
-        features_dir = Path(features_dir) if features_dir else current_features_dir(storage)
+        features_dir = features_dir or current_features_dir(storage)
         filters = None
         if since is not None:
             # Enough earlier rows for the first window ending on ``since``, with room for holidays.
             start = pd.Timestamp(since) - pd.tseries.offsets.BDay(2 * window + 10)
             filters = [("date", ">=", start.to_pydatetime())]
-        frame = pd.read_parquet(features_dir / ROWS_DIR, filters=filters)
+        frame = read_feature_frame(features_dir, filters=filters)
         return cls(frame, Normalizer.from_json(spec["features"]["normalizer"]), window)
 
     def __contains__(self, symbol: str) -> bool:

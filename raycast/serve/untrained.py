@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from raycast import fs
 from raycast.config import RaycastConfig
 from raycast.registry import HEAD, build_base, head_state, save_version
 
@@ -40,7 +41,7 @@ def register_untrained_version(cfg: RaycastConfig, seed: int = 0) -> str:
             "window": meta.window,
             "horizon": meta.horizon,
             "normalizer": meta.normalizer.to_json(),
-            "features_version": features_dir.name,
+            "features_version": fs.name(features_dir),
         },
         "split": meta.split.to_json(),
         "training": {"untrained": True, "seed": seed},

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from raycast.config import RaycastConfig
 from raycast.features.normalize import Normalizer
@@ -39,6 +40,20 @@ class TrainJob(BaseModel):
     window: int
     target_mean: float
     target_std: float
+    features_dir: str | None = Field(None, description="where a Ray Train worker reads the validation rows")
+
+
+def validation_frame(features_dir: str, split: Split, window: int) -> pd.DataFrame:
+    """The validation period's rows, with enough history before it for its first windows.
+
+    Every worker needs all of them, so they are read straight from Parquet (date filters pushed down) rather than
+    through a second Ray Data dataset, whose executor costs ~10 s per trainer on a small machine.
+    """
+    from raycast.features.store import read_feature_frame
+
+    lookback = split.val.start - pd.tseries.offsets.BDay(2 * window + 10)
+    dates = [("date", ">=", lookback.to_pydatetime()), ("date", "<=", split.val.end.to_pydatetime())]
+    return read_feature_frame(features_dir, filters=dates)
 
 
 def collect_frame(shard) -> pd.DataFrame:
@@ -75,14 +90,27 @@ def predict_blocks(model, blocks_x: torch.Tensor, ends: np.ndarray, window: int,
     return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
 
 
-def _all_ranks_min(value: int, device) -> int:
+def _distributed() -> bool:
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
+    return dist.is_available() and dist.is_initialized()
+
+
+def _all_ranks(value: float, op: str, device) -> float:
+    """``value`` reduced over the DDP ranks with ``op`` (min, max or sum); ``value`` itself without DDP."""
+    import torch.distributed as dist
+
+    if not _distributed():
         return value
-    t = torch.tensor([value], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return int(t.item())
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op={"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "sum": dist.ReduceOp.SUM}[op])
+    return float(t.item())
+
+
+def _replica_spread(model: torch.nn.Module, device) -> float:
+    """How far the ranks' weights drifted apart (max - min of a checksum over ranks): 0 when DDP keeps them in sync."""
+    checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
+    return _all_ranks(checksum, "max", device) - _all_ranks(checksum, "min", device)
 
 
 def save_state(state: dict, directory: str | Path) -> None:
@@ -150,12 +178,15 @@ def fit_epochs(
         history = json.loads(state["history"])
 
     # DDP needs the same number of steps on every rank, whatever the size of each shard.
-    steps = _all_ranks_min(max(1, len(train_ends) // tc.batch_size), device)
+    steps = int(_all_ranks(max(1, len(train_ends) // tc.batch_size), "min", device))
+    workers = torch.distributed.get_world_size() if _distributed() else 1
+    train_windows = int(_all_ranks(len(train_ends), "sum", device))  # each rank holds a disjoint shard
     if tc.max_steps_per_epoch:
         steps = min(steps, tc.max_steps_per_epoch)
     higher_is_better = tc.early_stop_metric != "val_loss"
 
     for epoch in range(start_epoch, tc.epochs):
+        started = time.perf_counter()
         model.train()
         order = rng.permutation(train_ends)
         total = 0.0
@@ -170,6 +201,7 @@ def fit_epochs(
             optimizer.step()
             total += float(loss.detach())
 
+        train_seconds = time.perf_counter() - started
         pred = predict_blocks(model, x_val, val_ends, job.window, 4096, autocast)
         y_val = (val_blocks.y[val_ends] - job.target_mean) / job.target_std
         ic, rank_ic = cross_sectional_ic(val_blocks.dates[val_ends], pred, y_val)
@@ -180,6 +212,12 @@ def fit_epochs(
             "val_ic": ic,
             "val_rank_ic": rank_ic,
             "lr": optimizer.param_groups[0]["lr"],
+            "train_seconds": train_seconds,
+            "val_seconds": time.perf_counter() - started - train_seconds,
+            "samples_per_s": steps * tc.batch_size * workers / max(train_seconds, 1e-9),
+            "workers": workers,
+            "train_windows": train_windows,
+            "replica_spread": _replica_spread(model, device),
         }
         score = metrics[tc.early_stop_metric]
         improved = best is None or (score > best if higher_is_better else score < best)
@@ -220,7 +258,7 @@ def train_fn_per_worker(config: dict) -> None:
         with checkpoint.as_directory() as d:
             state = load_state(d, device)
     train_frame = collect_frame(ray.train.get_dataset_shard("train"))
-    val_frame = collect_frame(ray.train.get_dataset_shard("val"))
+    val_frame = validation_frame(job.features_dir, Split.from_json(job.split), job.window)
     epochs = fit_epochs(job, train_frame, val_frame, device, state, rank, ray.train.torch.prepare_model)
     for metrics, checkpoint_state in epochs:
         with tempfile.TemporaryDirectory() as d:

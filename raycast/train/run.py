@@ -6,13 +6,12 @@ import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import ray
 import torch
 
+from raycast import fs
 from raycast.config import RaycastConfig
 from raycast.features.normalize import Normalizer
 from raycast.features.splits import Split
@@ -27,7 +26,7 @@ class TrainedEnsemble:
     """What one training run produced: the fitted bases, the ensemble head and the registry spec."""
 
     run_id: str
-    run_dir: Path
+    run_dir: fs.Location
     fits: dict[str, FitResult]
     bases: dict[str, torch.nn.Module]
     ensemble: torch.nn.Module
@@ -36,14 +35,14 @@ class TrainedEnsemble:
     version: str | None = None
 
 
-def new_run_dir(storage: str) -> tuple[str, Path]:
+def new_run_dir(storage: str) -> tuple[str, fs.Location]:
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
-    path = (Path(storage) / "runs" / run_id).resolve()
-    path.mkdir(parents=True)
+    path = fs.join(fs.absolute(storage), "runs", run_id)
+    fs.makedirs(path)
     return run_id, path
 
 
-def period_blocks(features_dir: Path, split: Split, normalizer: Normalizer, window: int, start: pd.Timestamp) -> FeatureBlocks:
+def period_blocks(features_dir: fs.Location, split: Split, normalizer: Normalizer, window: int, start: pd.Timestamp) -> FeatureBlocks:
     """Feature rows from a little before ``start`` (so its first windows are complete) to the end."""
     lookback = start - pd.tseries.offsets.BDay(2 * window + 10)
     frame = read_feature_frame(features_dir)
@@ -59,13 +58,13 @@ def _fit_ensemble_task(cfg_data: dict, bases: dict, outputs, target, dates):
 
 def fit_ensemble(
     cfg: RaycastConfig,
-    features_dir: Path,
+    features_dir: fs.Location,
     split: Split,
     normalizer: Normalizer,
     window: int,
     fits: dict[str, FitResult],
     run_id: str,
-    run_dir: Path,
+    run_dir: fs.Location,
     target: tuple[float, float],
 ) -> TrainedEnsemble:
     """Freeze the fitted bases and fit the ensemble head on their validation-period outputs."""
@@ -98,7 +97,7 @@ def fit_ensemble(
             "window": window,
             "horizon": cfg.features.horizon,
             "normalizer": normalizer.to_json(),
-            "features_version": features_dir.name,
+            "features_version": fs.name(features_dir),
         },
         "split": split.to_json(),
         "training": {n: {"best": f.best_metrics, "epochs": len(f.history)} for n, f in fits.items()}
@@ -120,13 +119,14 @@ def train(cfg: RaycastConfig, split: Split | None = None, normalizer: Normalizer
     normalizer = normalizer or meta.normalizer
     init_ray(cfg.ray)
     run_id, run_dir = new_run_dir(cfg.storage)
-    (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    fs.write_text(fs.join(run_dir, "config.json"), json.dumps(cfg.model_dump(mode="json"), indent=2))
     print(f"[raycast] run {run_id}: training {', '.join(cfg.train.models)} on {split.train.start.date()}..{split.train.end.date()}", flush=True)
     target = target_stats(features_dir, split)  # one read of the training targets for every stage below
     fits = fit_base_models(cfg, features_dir, split, normalizer, meta.window, run_dir, target)
     trained = fit_ensemble(cfg, features_dir, split, normalizer, meta.window, fits, run_id, run_dir, target)
-    (run_dir / "history.json").write_text(
-        json.dumps({n: f.history for n, f in fits.items()} | {"ensemble": trained.ensemble_history}, indent=2)
+    fs.write_text(
+        fs.join(run_dir, "history.json"),
+        json.dumps({n: f.history for n, f in fits.items()} | {"ensemble": trained.ensemble_history}, indent=2),
     )
     if register:
         weights = {n: fits[n].state_dict for n in trained.bases} | {HEAD: head_state(trained.ensemble)}

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from raycast import fs
 from raycast.config import RaycastConfig
 from raycast.features.normalize import Normalizer, fit_normalizer
 from raycast.features.splits import Split
@@ -37,21 +38,23 @@ class FitResult:
     path: str = ""
 
 
-def target_stats(features_dir: Path, split: Split) -> tuple[float, float]:
+def _training_rows(features_dir: fs.Location, split: Split, columns: list[str]) -> pa.Table:
+    filesystem, path = fs.resolve(fs.join(features_dir, ROWS_DIR))
+    filters = [("date", "<=", split.train.end.to_pydatetime())]
+    return pq.read_table(path, columns=columns, filters=filters, filesystem=filesystem)
+
+
+def target_stats(features_dir: fs.Location, split: Split) -> tuple[float, float]:
     """Mean and standard deviation of the target over the training period: the target is standardized with them."""
-    table = pq.read_table(
-        Path(features_dir) / ROWS_DIR, columns=["target"], filters=[("date", "<=", split.train.end.to_pydatetime())]
-    )
+    table = _training_rows(features_dir, split, ["target"])
     y = table.column("target").to_numpy(zero_copy_only=False)
     y = y[np.isfinite(y)]
     return float(y.mean()), float(max(y.std(), 1e-8))
 
 
-def fit_fold_normalizer(features_dir: Path, split: Split, features: list[str], method: str, clip: float) -> Normalizer:
+def fit_fold_normalizer(features_dir: fs.Location, split: Split, features: list[str], method: str, clip: float) -> Normalizer:
     """Normalization statistics from this split's training rows only (walk-forward folds each get their own)."""
-    table = pq.read_table(
-        Path(features_dir) / ROWS_DIR, columns=features, filters=[("date", "<=", split.train.end.to_pydatetime())]
-    )
+    table = _training_rows(features_dir, split, features)
     return fit_normalizer(np.column_stack([table.column(n).to_numpy() for n in features]), features, method, clip)
 
 
@@ -68,14 +71,20 @@ def _date_range(start: pd.Timestamp | None, end: pd.Timestamp):
     return keep
 
 
+def training_dataset(features_dir: fs.Location, split: Split):
+    """The training period as a Ray Data dataset; Ray Train shards it across the workers."""
+    ds = read_feature_dataset(features_dir)
+    return ds.map_batches(_date_range(None, split.train.end), batch_format="pyarrow", batch_size=None)
+
+
 def fit_base_model(
     cfg: RaycastConfig,
     name: str,
-    features_dir: Path,
+    features_dir: fs.Location,
     split: Split,
     normalizer: Normalizer,
     window: int,
-    run_dir: Path,
+    run_dir: fs.Location,
     target: tuple[float, float] | None = None,
 ) -> FitResult:
     """Fit one base model with a TorchTrainer and return its best checkpoint's weights.
@@ -95,13 +104,9 @@ def fit_base_model(
         window=window,
         target_mean=mean,
         target_std=std,
+        features_dir=str(features_dir),
     )
-    ds = read_feature_dataset(features_dir)
-    lookback = split.val.start - pd.tseries.offsets.BDay(2 * window + 10)  # enough rows for the first val window
-    datasets = {
-        "train": ds.map_batches(_date_range(None, split.train.end), batch_format="pyarrow", batch_size=None),
-        "val": ds.map_batches(_date_range(lookback, split.val.end), batch_format="pyarrow", batch_size=None),
-    }
+    datasets = {"train": training_dataset(features_dir, split)}
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": tc.gpus_per_worker} if tc.use_gpu else {})
     mode = "min" if tc.early_stop_metric == "val_loss" else "max"
     trainer = TorchTrainer(
@@ -110,14 +115,14 @@ def fit_base_model(
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
-            storage_path=str(run_dir.resolve() / "ray"),
+            **fs.ray_storage(fs.join(run_dir, "ray")),  # checkpoints on shared storage: any node can restore
             checkpoint_config=CheckpointConfig(
                 num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute=tc.early_stop_metric, checkpoint_score_order=mode
             ),
             failure_config=FailureConfig(max_failures=tc.max_failures),
         ),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=DataConfig(datasets_to_split=["train"]),  # validation rows: read whole by every worker
     )
     result = trainer.fit()
     best = result.get_best_checkpoint(tc.early_stop_metric, mode)
@@ -137,11 +142,11 @@ def fit_base_model(
 
 def fit_base_models(
     cfg: RaycastConfig,
-    features_dir: Path,
+    features_dir: fs.Location,
     split: Split,
     normalizer: Normalizer,
     window: int,
-    run_dir: Path,
+    run_dir: fs.Location,
     target: tuple[float, float] | None = None,
 ) -> dict[str, FitResult]:
     """Fit every configured base model, one after another or concurrently (``train.concurrent``)."""

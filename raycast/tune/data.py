@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from raycast import fs
 from raycast.config import RaycastConfig
 from raycast.features.splits import Split
 from raycast.train.loop import TrainJob
@@ -69,7 +70,7 @@ def fold_frames(frame: pd.DataFrame, fold: Fold, window: int) -> tuple[pd.DataFr
     return frame[dates <= split.train.end], frame[(dates >= lookback) & (dates <= split.val.end)]
 
 
-def fold_job(cfg: RaycastConfig, model: str, fold: Fold, window: int) -> TrainJob:
+def fold_job(cfg: RaycastConfig, model: str, fold: Fold, window: int, features_dir: str | None = None) -> TrainJob:
     return TrainJob(
         cfg=cfg,
         model=model,
@@ -78,6 +79,7 @@ def fold_job(cfg: RaycastConfig, model: str, fold: Fold, window: int) -> TrainJo
         window=window,
         target_mean=fold.target_mean,
         target_std=fold.target_std,
+        features_dir=str(features_dir) if features_dir is not None else None,
     )
 
 
@@ -90,8 +92,8 @@ def load_head_data(cfg: RaycastConfig) -> HeadData:
 
     predictor = load_predictor(cfg.storage)
     spec = predictor.spec
-    features_dir = features_base(cfg.storage) / spec["features"].get("features_version", "")
-    if not spec["features"].get("features_version") or not features_dir.is_dir():
+    features_dir = fs.join(features_base(cfg.storage), spec["features"].get("features_version", ""))
+    if not spec["features"].get("features_version") or not fs.is_dir(features_dir):
         features_dir = current_features_dir(cfg.storage)
     split = Split.from_json(spec["split"])
     blocks = period_blocks(features_dir, split, predictor.normalizer, predictor.window, split.val.start)

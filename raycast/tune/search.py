@@ -16,8 +16,8 @@ import datetime as dt
 import json
 import sys
 import uuid
-from pathlib import Path
 
+from raycast import fs
 from raycast.config import RaycastConfig, dump_config, load_config
 from raycast.tune.report import format_report, seeds_summary, trials_frame
 from raycast.tune.space import apply_params, resolve_search_space, to_tune_space
@@ -32,23 +32,25 @@ def search_config(cfg: RaycastConfig) -> RaycastConfig:
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={epochs_key: cfg.tune.max_epochs})})
 
 
-def new_search_dir(cfg: RaycastConfig) -> Path:
+def new_search_dir(cfg: RaycastConfig) -> fs.Location:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    path = (Path(cfg.storage) / "tune" / f"{cfg.tune.model}-{stamp}-{uuid.uuid4().hex[:4]}").resolve()
-    path.mkdir(parents=True)
+    path = fs.join(fs.absolute(cfg.storage), "tune", f"{cfg.tune.model}-{stamp}-{uuid.uuid4().hex[:4]}")
+    fs.makedirs(path)
     return path
 
 
-def resolve_resume(path: str) -> Path:
+def resolve_resume(path: str) -> fs.Location:
     """The search directory of ``path`` (the directory itself or its ``search/`` experiment)."""
-    p = Path(path).resolve()
-    for candidate in (p, p.parent):
-        if (candidate / CONFIG_FILE).is_file() and (candidate / SEARCH).is_dir():
+    p = fs.absolute(path)
+    for candidate in (p, fs.parent(p)):
+        if fs.is_file(fs.join(candidate, CONFIG_FILE)) and fs.is_dir(fs.join(candidate, SEARCH)):
             return candidate
-    raise FileNotFoundError(f"{path} is not a raycast tune directory (no {CONFIG_FILE} and {SEARCH}/ in it)")
+    raise FileNotFoundError(
+        f"{fs.display(path)} is not a raycast tune directory (no {CONFIG_FILE} and {SEARCH}/ in it)"
+    )
 
 
-def build_trainable(cfg: RaycastConfig, out_dir: Path):
+def build_trainable(cfg: RaycastConfig, out_dir: fs.Location):
     """The trial function with its data attached (object store) and its per-trial resources."""
     from ray import tune
 
@@ -68,7 +70,7 @@ def build_trainable(cfg: RaycastConfig, out_dir: Path):
         _, folds, window = load_base_data(cfg)
         fn = tune.with_parameters(
             torch_trial, cfg_data=data, folds=folds, window=window,
-            features_dir=str(current_features_dir(cfg.storage)), storage_path=str(out_dir / "train_runs"),
+            features_dir=str(current_features_dir(cfg.storage)), storage_path=str(fs.join(out_dir, "train_runs")),
         )  # fmt: skip
         return tune.with_resources(fn, {"cpu": DRIVER_CPUS})  # the workers ask for cpus/gpus_per_trial
     else:
@@ -80,7 +82,7 @@ def build_trainable(cfg: RaycastConfig, out_dir: Path):
 
 
 def build_tuner(
-    trainable, cfg: RaycastConfig, out_dir: Path, name: str, param_space: dict, searching: bool, verbose: int = 1
+    trainable, cfg: RaycastConfig, out_dir: fs.Location, name: str, param_space: dict, searching: bool, verbose: int = 1
 ):
     """A Tuner for experiment ``out_dir/name``: restored when it exists, else new (ASHA and the search
     algorithm only when ``searching``; the seed re-runs are a plain grid)."""
@@ -89,9 +91,10 @@ def build_tuner(
     from ray.tune.search import BasicVariantGenerator
 
     tu = cfg.tune
-    path = out_dir / name
-    if tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable, resume_errored=True)
+    experiment = fs.ray_storage(fs.join(out_dir, name))
+    path, filesystem = experiment["storage_path"], experiment.get("storage_filesystem")
+    if tune.Tuner.can_restore(path, storage_filesystem=filesystem):
+        return tune.Tuner.restore(path, trainable, resume_errored=True, storage_filesystem=filesystem)
     mode = "min" if tu.metric == "val_loss" else "max"
     if searching and tu.scheduler == "asha":
         scheduler = ASHAScheduler(
@@ -122,7 +125,7 @@ def build_tuner(
         ),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=str(out_dir),
+            **fs.ray_storage(out_dir),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=verbose,  # 1: Tune's progress table of trials, their params and latest metrics
         ),
@@ -167,17 +170,17 @@ def run_search(cfg: RaycastConfig, resume: str | None = None) -> dict:
 
     out_dir = resolve_resume(resume) if resume else None
     if out_dir is not None:
-        cfg = load_config(out_dir / CONFIG_FILE)
+        cfg = load_config(fs.join(out_dir, CONFIG_FILE))
     space = resolve_search_space(cfg)  # before Ray starts: a bad entry fails fast, naming its key
     base = search_config(cfg)
     if out_dir is None:
         out_dir = new_search_dir(cfg)
-        dump_config(cfg, out_dir / CONFIG_FILE)
+        dump_config(cfg, fs.join(out_dir, CONFIG_FILE))
     init_ray(cfg.ray)
     tu = cfg.tune
     mode = "min" if tu.metric == "val_loss" else "max"
     plan = f"{tu.num_samples} trials, {tu.scheduler}/{tu.search_alg}, {mode} {tu.metric}"
-    print(f"[raycast] tune {tu.model}: {plan} -> {out_dir}", flush=True)
+    print(f"[raycast] tune {tu.model}: {plan} -> {fs.display(out_dir)}", flush=True)
 
     trainable = build_trainable(base, out_dir)
     results = build_tuner(trainable, base, out_dir, SEARCH, to_tune_space(space), searching=True).fit()
@@ -185,7 +188,9 @@ def run_search(cfg: RaycastConfig, resume: str | None = None) -> dict:
     trials = trials_frame(results, list(space), mode)
     ok = trials[trials["status"] == "ok"].dropna(subset=["score"])
     if ok.empty:
-        raise RuntimeError(f"no trial of {out_dir / SEARCH} finished with a score; see the trial errors there")
+        raise RuntimeError(
+            f"no trial of {fs.display(fs.join(out_dir, SEARCH))} finished with a score; see the trial errors there"
+        )
     best_params = {k: _plain(results.get_best_result(scope="last").config[k]) for k in space}
 
     seeds = [base.train.seed + 1 + i for i in range(tu.seeds)]  # fresh seeds: the winner's own is luckiest
@@ -196,16 +201,16 @@ def run_search(cfg: RaycastConfig, resume: str | None = None) -> dict:
     summary = seeds_summary(seed_trials)
 
     best_cfg = apply_params(base, tu.model, best_params)
-    dump_config(best_cfg, out_dir / "best_config.yaml")
-    trials.to_csv(out_dir / "results.csv", index=False)
-    seed_trials.to_csv(out_dir / "seeds.csv", index=False)
+    dump_config(best_cfg, fs.join(out_dir, "best_config.yaml"))
+    fs.write_text(fs.join(out_dir, "results.csv"), trials.to_csv(index=False))
+    fs.write_text(fs.join(out_dir, "seeds.csv"), seed_trials.to_csv(index=False))
     title = f"raycast tune {tu.model}: {tu.metric} ({mode}), {tu.scheduler}, {tu.search_alg}"
     table = format_report(title, trials, tu.top_k, seed_trials, summary)
-    (out_dir / "results.md").write_text(table)
+    fs.write_text(fs.join(out_dir, "results.md"), table)
     print(table, flush=True)
     out = {
-        "dir": str(out_dir),
-        "best_config": str(out_dir / "best_config.yaml"),
+        "dir": fs.display(out_dir),
+        "best_config": fs.display(fs.join(out_dir, "best_config.yaml")),
         "best_params": best_params,
         "best_score": float(ok["score"].iloc[0]),
         "metric": tu.metric,
@@ -214,7 +219,7 @@ def run_search(cfg: RaycastConfig, resume: str | None = None) -> dict:
         "errored": int((trials["status"] == "error").sum()),
         "stopped_early": int((ok["epochs"] < tu.max_epochs).sum()),
     }
-    (out_dir / "summary.json").write_text(json.dumps(out, indent=2))
+    fs.write_text(fs.join(out_dir, "summary.json"), json.dumps(out, indent=2))
     return out
 
 
@@ -222,14 +227,14 @@ class SearchInterrupted(KeyboardInterrupt):
     """The search stopped before every trial finished (Ctrl-C); its state is saved for ``--resume``."""
 
 
-def _check_complete(results, expected: int, out_dir: Path) -> None:
+def _check_complete(results, expected: int, out_dir: fs.Location) -> None:
     # Ctrl-C makes Tuner.fit() save its state and return early: stop like a KeyboardInterrupt, with the way
     # to continue, instead of reporting on a partial search.
     finished = results.num_terminated + results.num_errors
     if len(results) < expected or finished < len(results):
         hint = (
             f"tune search interrupted ({finished} of {expected} trials finished); "
-            f"continue with: raycast tune --resume {out_dir}"
+            f"continue with: raycast tune --resume {fs.display(out_dir)}"
         )
         print(f"[raycast] {hint}", file=sys.stderr, flush=True)
         raise SearchInterrupted(hint)

@@ -16,8 +16,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pandas as pd
 
+from raycast import fs
 from raycast.train.loop import train_fn_per_worker
 from raycast.tune.data import Fold, fold_job
 from raycast.tune.trainable import PROGRESS_FILE, fold_report, kept, trial_config
@@ -43,17 +43,14 @@ def _build_trainer(cfg, fold: Fold, k: int, window: int, features_dir: str, stor
     from ray.train.torch import TorchTrainer
 
     from raycast.features.splits import Split
-    from raycast.features.store import read_feature_dataset
-    from raycast.train.trainer import _date_range
+    from raycast.train.trainer import training_dataset
 
     tc, tu = cfg.train, cfg.tune
     split = Split.from_json(fold.split)
-    ds = read_feature_dataset(features_dir)
-    lookback = split.val.start - pd.tseries.offsets.BDay(2 * window + 10)
     use_gpu = tu.gpus_per_trial > 0
     return TorchTrainer(
         train_fn_per_worker,
-        train_loop_config=fold_job(cfg, tu.model, fold, window).model_dump(mode="json"),
+        train_loop_config=fold_job(cfg, tu.model, fold, window, features_dir).model_dump(mode="json"),
         scaling_config=ScalingConfig(
             num_workers=tc.num_workers,
             use_gpu=use_gpu,
@@ -61,15 +58,12 @@ def _build_trainer(cfg, fold: Fold, k: int, window: int, features_dir: str, stor
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=storage_path,
+            **fs.ray_storage(storage_path),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             failure_config=FailureConfig(max_failures=tc.max_failures),
             callbacks=[_fold_reporter(queue, k)],
         ),
-        datasets={
-            "train": ds.map_batches(_date_range(None, split.train.end), batch_format="pyarrow", batch_size=None),
-            "val": ds.map_batches(_date_range(lookback, split.val.end), batch_format="pyarrow", batch_size=None),
-        },
+        datasets={"train": training_dataset(features_dir, split)},
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
 
