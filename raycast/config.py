@@ -252,7 +252,7 @@ class ServeConfig(Strict):
     num_cpus: float = Field(0.25, gt=0)
     num_gpus: float = Field(0.0, ge=0)
     max_batch_size: int = Field(64, ge=1)
-    batch_wait_timeout_s: float = Field(0.002, ge=0)
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="base models: extra wait to fill a batch (0: none)")
     api_key: str | None = None
     max_body_bytes: int = Field(4_000_000, ge=1024)
     max_ongoing_requests: int = Field(256, ge=1, description="per replica; Serve's default of 5 would cap batching")
