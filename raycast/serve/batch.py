@@ -89,7 +89,8 @@ def predict_universe(cfg: RaycastConfig, date: str | None = None, end_date: str 
     pairs = pd.DataFrame({"symbol": symbols, "date": dates})
     ds = ray.data.from_pandas(pairs).map_batches(
         ScoreBatch,
-        fn_constructor_kwargs={"storage": cfg.storage, "version": version, "features_dir": str(features_dir),
+        fn_constructor_kwargs={"storage": str(fs.absolute(cfg.storage)), "version": version,
+                               "features_dir": str(fs.absolute(features_dir)),  # actors run in another directory
                                "since": start, "device": "cuda" if gpus else "cpu"},  # fmt: skip
         batch_size=4096,
         batch_format="pandas",

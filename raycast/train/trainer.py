@@ -104,7 +104,7 @@ def fit_base_model(
         window=window,
         target_mean=mean,
         target_std=std,
-        features_dir=str(features_dir),
+        features_dir=str(fs.absolute(features_dir)),  # workers do not share the driver's directory
     )
     datasets = {"train": training_dataset(features_dir, split)}
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": tc.gpus_per_worker} if tc.use_gpu else {})

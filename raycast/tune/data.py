@@ -79,7 +79,7 @@ def fold_job(cfg: RaycastConfig, model: str, fold: Fold, window: int, features_d
         window=window,
         target_mean=fold.target_mean,
         target_std=fold.target_std,
-        features_dir=str(features_dir) if features_dir is not None else None,
+        features_dir=str(fs.absolute(features_dir)) if features_dir is not None else None,
     )
 
 
