@@ -356,6 +356,33 @@ def test_rollout_of_a_new_version_under_load_fails_no_request(served):
         assert_matches(body, expected(body["model_version"], i))
 
 
+def test_rollout_to_a_version_with_other_members_fails_no_request(served):
+    """The new version drops the attention model: old ensemble replicas still reach it until they are replaced."""
+    from ray import serve
+
+    from raycast.serve.app import ServeArgs, build_app
+    from raycast.serve.untrained import register_untrained_version
+
+    cfg, client = served
+    old = client.get("/v1/health").json()["model_version"]
+    two = cfg.models.model_copy(update={"ensemble": cfg.models.ensemble.model_copy(update={"members": ["lstm", "cnn"]})})
+    new = register_untrained_version(cfg.model_copy(update={"models": two}), seed=2)
+    with Load(f"http://127.0.0.1:{cfg.serve.port}") as load:
+        time.sleep(1)
+        serve.run(build_app(ServeArgs.from_config(cfg).model_copy(update={"version": new})), name="raycast", route_prefix="/")
+        deadline = time.time() + 60
+        while client.get("/v1/health").json()["model_version"] != new and time.time() < deadline:
+            time.sleep(0.5)
+        time.sleep(1)
+    assert load.failed == [] and load.ok > 10
+    assert {body["model_version"] for _, body in load.versions} == {old, new}
+    expected = cache(lambda version, i: offline(cfg, version, f"SYN00{i}")[0])
+    for i, body in load.versions:
+        members = {"lstm", "cnn"} if body["model_version"] == new else {"lstm", "cnn", "attention"}
+        assert set(body["base_predictions"]) == set(body["weights"]) == members
+        assert_matches(body, expected(body["model_version"], i))
+
+
 def test_base_replica_killed_under_load_recovers(served):
     import ray
     from ray import serve

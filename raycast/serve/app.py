@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
-from raycast.config import RaycastConfig
+from raycast.config import MODEL_NAMES, RaycastConfig
 
 # Serve's latency-lean settings (the ones RAY_SERVE_THROUGHPUT_OPTIMIZED turns on, minus direct ingress), as
 # environment variables of every Serve process: replicas get them through their runtime_env, the controller
@@ -86,11 +86,15 @@ def build_app(args: ServeArgs) -> Application:
     }
     env = {"runtime_env": {"env_vars": SERVE_ENV}} if args.lean else {}
     cpu_only = {"num_cpus": args.num_cpus, **env}
+    # A deployment for every base model kind, members of this version or not: during a rollout to a version with
+    # other members, the old version's ensemble replicas still call the old members, so none may disappear. A
+    # non-member replica stays idle (no GPU share) and loads weights only if an old version's request reaches it.
     bases = {
         name: BaseDeployment.options(
-            name=name, ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus, **env}, **common
-        ).bind(storage, name, version, args.num_gpus, args.max_batch_size, args.batch_wait_timeout_s, args.torch_threads)
-        for name in spec["members"]
+            name=name, ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": gpus, **env}, **common
+        ).bind(storage, name, version, gpus, args.max_batch_size, args.batch_wait_timeout_s, args.torch_threads)
+        for name in MODEL_NAMES
+        for gpus in [args.num_gpus if name in spec["members"] else 0.0]
     }
     ensemble = Ensemble.options(name="ensemble", ray_actor_options=cpu_only, **common).bind(
         storage, version, bases, args.max_batch_size, args.max_concurrent_batches, args.torch_threads

@@ -80,9 +80,10 @@ class BaseModel:
         self.device = serving_device(num_gpus)
         self.models = VersionCache(lambda v: load_base(storage, v, name, self.device))
         spec = load_spec(storage, version)
-        # One forward pass now: the first request should not pay for lazy initialization.
-        shape = (1, int(spec["features"]["window"]), len(spec["features"]["features"]))
-        run_base(self.models.get(version), np.zeros(shape, dtype=np.float32), self.device)
+        if name in spec["members"]:  # otherwise this replica only answers an older version's calls in a rollout
+            # One forward pass now: the first request should not pay for lazy initialization.
+            shape = (1, int(spec["features"]["window"]), len(spec["features"]["features"]))
+            run_base(self.models.get(version), np.zeros(shape, dtype=np.float32), self.device)
         self.forward_windows = max_batch_size
         self.predict.set_max_batch_size(max_batch_size * PASSES_PER_CALL)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -127,15 +128,16 @@ class Ensemble:
     async def _score_many(self, items: list[np.ndarray], version: str) -> list[dict]:
         x = items[0] if len(items) == 1 else np.concatenate(items)
         chunks = [x[i : i + self.chunk] for i in range(0, len(x), self.chunk)]
+        head = self.heads.get(version)
+        members = list(head.bases)  # this version's members only; the other base deployments stay idle
         calls = [
-            call_with_retry(lambda h=handle, c=chunk: h.predict.remote(c, version), f"{name} model")
-            for name, handle in self.bases.items()
+            call_with_retry(lambda h=self.bases[name], c=chunk: h.predict.remote(c, version), f"{name} model")
+            for name in members
             for chunk in chunks
         ]
         results = await asyncio.gather(*calls)
         n = len(chunks)
-        outputs = {name: np.concatenate(results[j * n : (j + 1) * n]) for j, name in enumerate(self.bases)}
-        head = self.heads.get(version)
+        outputs = {name: np.concatenate(results[j * n : (j + 1) * n]) for j, name in enumerate(members)}
         # Columns in the head's member order: the weight predictor and meta-learner are positional.
         combined = head.combine(np.column_stack([outputs[m] for m in head.bases]).astype(np.float32))
         return split_scores(combined | {"model_version": version}, [len(w) for w in items])
