@@ -331,23 +331,30 @@ class Load:
             t.join(timeout=200)
 
 
-def test_rollout_of_a_new_version_under_load_fails_no_request(served):
+def roll_out_under_load(cfg, client, version: str) -> "Load":
+    """Redeploy the app on ``version`` while a client keeps requesting; returns the finished load's record."""
     from ray import serve
 
     from raycast.serve.app import ServeArgs, build_app
+
+    with Load(f"http://127.0.0.1:{cfg.serve.port}") as load:
+        time.sleep(1)
+        args = ServeArgs.from_config(cfg).model_copy(update={"version": version})
+        serve.run(build_app(args), name="raycast", route_prefix="/")  # returns once every replica is replaced
+        deadline = time.time() + 60
+        while client.get("/v1/health").json()["model_version"] != version and time.time() < deadline:
+            time.sleep(0.5)
+        time.sleep(1)
+    return load
+
+
+def test_rollout_of_a_new_version_under_load_fails_no_request(served):
     from raycast.serve.untrained import register_untrained_version
 
     cfg, client = served
     old = cfg.serve.version
     new = register_untrained_version(cfg, seed=1)
-    with Load(f"http://127.0.0.1:{cfg.serve.port}") as load:
-        time.sleep(1)
-        args = ServeArgs.from_config(cfg).model_copy(update={"version": new})
-        serve.run(build_app(args), name="raycast", route_prefix="/")  # returns once every replica is replaced
-        deadline = time.time() + 60
-        while client.get("/v1/health").json()["model_version"] != new and time.time() < deadline:
-            time.sleep(0.5)
-        time.sleep(1)
+    load = roll_out_under_load(cfg, client, new)
     assert load.failed == [] and load.ok > 10
     assert {body["model_version"] for _, body in load.versions} == {old, new}
     # Every answer is one version's, whole: never one version's bases under the other's head.
@@ -358,22 +365,13 @@ def test_rollout_of_a_new_version_under_load_fails_no_request(served):
 
 def test_rollout_to_a_version_with_other_members_fails_no_request(served):
     """The new version drops the attention model: old ensemble replicas still reach it until they are replaced."""
-    from ray import serve
-
-    from raycast.serve.app import ServeArgs, build_app
     from raycast.serve.untrained import register_untrained_version
 
     cfg, client = served
     old = client.get("/v1/health").json()["model_version"]
     two = cfg.models.model_copy(update={"ensemble": cfg.models.ensemble.model_copy(update={"members": ["lstm", "cnn"]})})
     new = register_untrained_version(cfg.model_copy(update={"models": two}), seed=2)
-    with Load(f"http://127.0.0.1:{cfg.serve.port}") as load:
-        time.sleep(1)
-        serve.run(build_app(ServeArgs.from_config(cfg).model_copy(update={"version": new})), name="raycast", route_prefix="/")
-        deadline = time.time() + 60
-        while client.get("/v1/health").json()["model_version"] != new and time.time() < deadline:
-            time.sleep(0.5)
-        time.sleep(1)
+    load = roll_out_under_load(cfg, client, new)
     assert load.failed == [] and load.ok > 10
     assert {body["model_version"] for _, body in load.versions} == {old, new}
     expected = cache(lambda version, i: offline(cfg, version, f"SYN00{i}")[0])

@@ -203,13 +203,8 @@ def _current_name(root: fs.Location) -> str | None:
 
 
 def _switch_current(root: Path, name: str) -> None:
-    tmp = root / f".{CURRENT}.{uuid.uuid4().hex}"
-    with open(tmp, "w") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / CURRENT)
-    _fsync_dir(root)
+    fs.write_text(root / CURRENT, name + "\n")  # temp file, fsync, os.replace
+    _fsync_dir(root)  # and the rename itself made durable
 
 
 def current_version_dir(storage: str) -> fs.Location:

@@ -173,11 +173,12 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
     features_dir = current_features_dir(cfg.storage)
     frame = read_feature_frame(features_dir)
     folds = make_walk_forward(frame["date"], cfg.features)
+    names = load_meta(features_dir).features
     summaries, rows = [], []
     for k, fold in enumerate(folds):
         print(f"[raycast] walk-forward fold {k + 1}/{len(folds)}: test {fold.test.start.date()}..{fold.test.end.date()}", flush=True)
         normalizer = fit_fold_normalizer(
-            features_dir, fold, load_meta(features_dir).features, cfg.features.normalization, cfg.features.clip
+            features_dir, fold, names, cfg.features.normalization, cfg.features.clip
         )
         trained = train(cfg, split=fold, normalizer=normalizer, register=False)
         predictor = Predictor(trained.spec | {"version": f"fold-{k}"}, trained.bases, trained.ensemble, torch.device("cpu"))

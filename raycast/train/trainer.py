@@ -58,15 +58,12 @@ def fit_fold_normalizer(features_dir: fs.Location, split: Split, features: list[
     return fit_normalizer(np.column_stack([table.column(n).to_numpy() for n in features]), features, method, clip)
 
 
-def _date_range(start: pd.Timestamp | None, end: pd.Timestamp):
-    """A Ray Data batch filter keeping rows with start <= date <= end (start None: from the beginning)."""
+def _until(end: pd.Timestamp):
+    """A Ray Data batch filter keeping rows dated on or before ``end``."""
 
     def keep(batch):
         dates = batch["date"]
-        mask = pc.less_equal(dates, pa.scalar(end.to_datetime64()).cast(dates.type))
-        if start is not None:
-            mask = pc.and_(mask, pc.greater_equal(dates, pa.scalar(start.to_datetime64()).cast(dates.type)))
-        return batch.filter(mask)
+        return batch.filter(pc.less_equal(dates, pa.scalar(end.to_datetime64()).cast(dates.type)))
 
     return keep
 
@@ -74,7 +71,7 @@ def _date_range(start: pd.Timestamp | None, end: pd.Timestamp):
 def training_dataset(features_dir: fs.Location, split: Split):
     """The training period as a Ray Data dataset; Ray Train shards it across the workers."""
     ds = read_feature_dataset(features_dir)
-    return ds.map_batches(_date_range(None, split.train.end), batch_format="pyarrow", batch_size=None)
+    return ds.map_batches(_until(split.train.end), batch_format="pyarrow", batch_size=None)
 
 
 def fit_base_model(
