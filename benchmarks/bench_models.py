@@ -168,13 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's own; use 1 on a shared, busy machine)")
     p.add_argument("--json", default=None, help="append one JSON line per measurement to this path")
+    p.add_argument("--budget", type=float, default=None, help="seconds of timed calls per measurement")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but CUDA is not available")
     if args.threads:
         torch.set_num_threads(args.threads)
     # Seconds of timed calls per measurement; a slow call still runs min_iters times.
-    args.budget, args.min_iters = (0.3, 1) if args.quick else (1.5, 3)
+    budget, args.min_iters = (0.3, 1) if args.quick else (1.5, 3)
+    args.budget = args.budget or budget
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels

@@ -101,7 +101,7 @@ def data_path_rate(x, ends, window: int, batch: int, repeats: int = 50) -> dict:
     return {"numpy_windows_per_s": numpy_rate, "device_windows_per_s": device_rate}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -120,17 +120,22 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=1260)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--storage", default=None, help="an existing raycast store with features: skip ingest")
+    parser.add_argument("--cpus", type=int, default=2, help="Ray CPUs (featurizing)")
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the Ray worker gets 1 CPU: compare like with like
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = parse_config({"storage": tmp, "ray": {"num_cpus": 2},
-                            "ingest": {"source": "synthetic", "synthetic": {"n_symbols": args.symbols, "n_days": args.days}},
-                            "features": {"symbols_per_task": 10, "num_cpus_per_task": 1}})  # fmt: skip
-        ingest(cfg)
-        ray.init(num_cpus=2, num_gpus=1 if args.device == "cuda" else 0, include_dashboard=False, logging_level="ERROR")
-        build_features(cfg)
-        fdir = current_features_dir(tmp)
+        storage = args.storage or tmp
+        ray.init(num_cpus=args.cpus, num_gpus=1 if args.device == "cuda" else 0, include_dashboard=False,
+                 logging_level="ERROR")  # fmt: skip
+        if not args.storage:
+            cfg = parse_config({"storage": tmp, "ray": {"num_cpus": args.cpus},
+                                "ingest": {"source": "synthetic", "synthetic": {"n_symbols": args.symbols, "n_days": args.days}},
+                                "features": {"symbols_per_task": 10, "num_cpus_per_task": 1}})  # fmt: skip
+            ingest(cfg)
+            build_features(cfg)
+        fdir = current_features_dir(storage)
         meta = load_meta(fdir)
         device = torch.device(args.device)
         x, y, ends = blocks_to_tensors(read_feature_frame(fdir), meta.normalizer, meta.window, device)

@@ -189,7 +189,7 @@ def fit_epochs(
         started = time.perf_counter()
         model.train()
         order = rng.permutation(train_ends)
-        total = 0.0
+        total = torch.zeros((), device=device)  # summed on the device: a float() per step would sync the GPU
         for step in range(steps):
             ends = torch.as_tensor(order[step * tc.batch_size : (step + 1) * tc.batch_size], device=device)
             xb = x_train[ends[:, None] + torch.arange(1 - job.window, 1, device=device)]
@@ -199,7 +199,7 @@ def fit_epochs(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
-            total += float(loss.detach())
+            total += loss.detach()
 
         train_seconds = time.perf_counter() - started
         pred = predict_blocks(model, x_val, val_ends, job.window, 4096, autocast)
@@ -207,7 +207,7 @@ def fit_epochs(
         ic, rank_ic = cross_sectional_ic(val_blocks.dates[val_ends], pred, y_val)
         metrics = {
             "epoch": epoch,
-            "train_loss": total / steps,
+            "train_loss": float(total) / steps,
             "val_loss": float(np.mean((pred - y_val) ** 2)) if len(pred) else float("nan"),
             "val_ic": ic,
             "val_rank_ic": rank_ic,

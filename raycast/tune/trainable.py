@@ -24,7 +24,7 @@ from raycast.config import RaycastConfig
 from raycast.tune.data import Fold, HeadData, fold_frames, fold_job
 from raycast.tune.space import apply_params
 
-REPORTED = ("train_loss", "val_loss", "val_ic", "val_rank_ic")
+REPORTED = ("train_loss", "val_loss", "val_ic", "val_rank_ic", "samples_per_s")
 PROGRESS_FILE = "folds.json"
 
 
