@@ -97,7 +97,9 @@ class FeatureConfig(Strict):
     features: list[str] | None = Field(None, description="a subset of the feature spec; None = all 40")
     split: SplitConfig = SplitConfig()
     walk_forward: WalkForwardConfig = WalkForwardConfig()
-    symbols_per_task: int = Field(8, ge=1, description="symbols featurized by one Ray Data task")
+    symbols_per_task: int | None = Field(
+        None, ge=1, description="symbols featurized by one Ray Data task; None: about 3 tasks per Ray CPU"
+    )
     num_cpus_per_task: float = Field(1.0, gt=0)
 
 

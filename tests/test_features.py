@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 
@@ -171,8 +172,31 @@ def test_feature_blocks_cut_windows_per_period(bars):
     assert blocks.x.nbytes == len(frame) * 40 * 4
 
 
+@pytest.mark.parametrize("method", ["zscore", "minmax"])
+def test_statistics_merged_across_blocks_equal_one_fit_on_all_rows(method):
+    from raycast.features.normalize import merge_partial_stats, partial_stats
+
+    rng = np.random.default_rng(2)
+    n = 3000
+    dates = pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 60, n), "D")
+    x = rng.normal([100.0, 0.0], [1.0, 1e-3], size=(n, 2)).astype(np.float32)  # a large mean: no cancellation
+    frame = pd.DataFrame({"date": dates, "a": x[:, 0], "b": x[:, 1]})
+    # uneven blocks that share dates, as tasks holding different symbols do
+    cuts = [0, 100, 1700, n]
+    stats = pd.concat(
+        [partial_stats(pa.Table.from_pandas(frame.iloc[i:j]), ["a", "b"], method) for i, j in zip(cuts, cuts[1:])]
+    )
+    assert stats["n"].sum() == n and stats["date"].duplicated().any()
+    merged, direct = merge_partial_stats(stats, ["a", "b"], method, clip=4.0), fit_normalizer(x, ["a", "b"], method, 4.0)
+    np.testing.assert_allclose(merged.center, direct.center, rtol=1e-12)
+    np.testing.assert_allclose(merged.scale, direct.scale, rtol=1e-9)
+    with pytest.raises(ValueError, match="robust"):
+        merge_partial_stats(stats, ["a", "b"], "robust")
+
+
 @pytest.mark.usefixtures("ray_session")
-def test_ray_data_pipeline_matches_per_symbol_computation(tmp_path):
+@pytest.mark.parametrize("method", ["zscore", "minmax", "robust"])
+def test_ray_data_pipeline_matches_per_symbol_computation(tmp_path, method):
     from conftest import small_config
 
     from raycast.data.ingest import ingest
@@ -180,7 +204,7 @@ def test_ray_data_pipeline_matches_per_symbol_computation(tmp_path):
     from raycast.features.pipeline import build_features
     from raycast.features.store import current_features_dir, load_meta, read_feature_frame
 
-    cfg = small_config(tmp_path, ingest={"synthetic": {"n_symbols": 6, "n_days": 300}})
+    cfg = small_config(tmp_path, ingest={"synthetic": {"n_symbols": 6, "n_days": 300}}, features={"normalization": method})
     ingest(cfg)
     summary = build_features(cfg)
     fdir = current_features_dir(cfg.storage)
@@ -193,7 +217,8 @@ def test_ray_data_pipeline_matches_per_symbol_computation(tmp_path):
     np.testing.assert_allclose(got[list(ALL_FEATURES)].to_numpy(), want[list(ALL_FEATURES)].to_numpy())
     # the saved statistics are those of the training period's rows, and nothing later
     train = want[want["date"] <= meta.split.train.end]
-    expected = fit_normalizer(train[list(ALL_FEATURES)].to_numpy(), list(ALL_FEATURES))
+    expected = fit_normalizer(train[list(ALL_FEATURES)].to_numpy(), list(ALL_FEATURES), method)
+    assert meta.normalizer.method == method
     np.testing.assert_allclose(meta.normalizer.center, expected.center, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(meta.normalizer.scale, expected.scale, rtol=1e-4)
     assert json.loads((fdir / "meta.json").read_text())["market_version"]

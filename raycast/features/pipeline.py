@@ -1,9 +1,14 @@
 """``raycast features``: per-symbol features computed across Ray workers with Ray Data.
 
 The market dataset is already partitioned by symbol, so no shuffle is needed: a dataset of symbol names is
-split into batches of ``symbols_per_task`` symbols, each Ray Data task reads its symbols' Parquet files, computes
-their features with pandas-ta and emits one block of whole symbols. Windows are not built here: the feature
-dataset keeps each day once, and windows are cut on the fly when the data is consumed.
+split into batches of ``symbols_per_task`` symbols (by default about three tasks per CPU), each Ray Data task
+reads its symbols' Parquet files, computes their features with pandas-ta and emits one block of whole symbols.
+Windows are not built here: the feature dataset keeps each day once, and windows are cut on the fly when the
+data is consumed.
+
+The same task writes its block (``FeatureRowsSink``, fused with the featurizing map) and returns per-date
+statistics of it, from which the driver fits the training-period normalization: the rows are written once and
+never read back (except for ``robust`` normalization, whose quantiles do not merge).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import pyarrow.parquet as pq
 
 from raycast import fs
 from raycast.config import RaycastConfig
-from raycast.features.normalize import fit_normalizer
+from raycast.features.normalize import MERGEABLE, fit_normalizer, merge_partial_stats
 from raycast.features.spec import FEATURE_SPEC_VERSION, check_feature_names, compute_symbol_features
 from raycast.features.splits import make_split, make_walk_forward
 from raycast.features.store import ROWS_DIR, features_base
@@ -35,11 +40,22 @@ def featurize_symbols(batch: pd.DataFrame, market_dir: str, horizon: int, featur
     return pd.concat(frames, ignore_index=True)
 
 
+# Each Ray Data task costs a few hundred milliseconds of scheduling and hand-over beyond its work, so tasks
+# should be few and large; a few per CPU still lets a fast worker take over a slow one's share at the end.
+TASKS_PER_CPU = 3
+
+
+def auto_symbols_per_task(n_symbols: int, cpus: float) -> int:
+    """Symbols per task for about ``TASKS_PER_CPU`` tasks per CPU (500 symbols on 2 CPUs: 6 tasks of 84)."""
+    return max(1, math.ceil(n_symbols / max(1, round(cpus * TASKS_PER_CPU))))
+
+
 def build_features(cfg: RaycastConfig) -> dict:
     """Featurize the current market dataset and publish a new feature dataset; returns its summary."""
     import ray
 
     from raycast.data.store import current_version_dir, list_symbols
+    from raycast.features.sink import FeatureRowsSink
     from raycast.runtime import init_ray
 
     fc = cfg.features
@@ -49,30 +65,45 @@ def build_features(cfg: RaycastConfig) -> dict:
     init_ray(cfg.ray)
 
     out_dir = new_version_dir(features_base(cfg.storage))
-    n_tasks = max(1, math.ceil(len(symbols) / fc.symbols_per_task))
-    ds = ray.data.from_items([{"symbol": s} for s in symbols], override_num_blocks=n_tasks)
-    ds = ds.map_batches(
-        featurize_symbols,
-        fn_kwargs={"market_dir": str(market_dir), "horizon": fc.horizon, "features": names},
-        batch_size=fc.symbols_per_task,
-        batch_format="pandas",
-        num_cpus=fc.num_cpus_per_task,
-    )
-    filesystem, rows_path = fs.resolve(fs.join(out_dir, ROWS_DIR))
-    ds.write_parquet(rows_path, filesystem=filesystem)
+    rows_dir = fs.join(out_dir, ROWS_DIR)
+    fs.makedirs(rows_dir)
+    sink = FeatureRowsSink(str(rows_dir), names, fc.normalization)
+    per_task = fc.symbols_per_task or auto_symbols_per_task(len(symbols), ray.cluster_resources().get("CPU", 1))
+    # One fused operator (featurize + write) has no other operator to reserve resources from; with reservation
+    # on, Ray Data runs a single task until the first one finishes (measured: the second CPU idled ~1.2 s).
+    context = ray.data.DataContext.get_current()
+    reservation, context.op_resource_reservation_enabled = context.op_resource_reservation_enabled, False
+    try:
+        ds = ray.data.from_items([{"symbol": s} for s in symbols], override_num_blocks=math.ceil(len(symbols) / per_task))
+        ds = ds.map_batches(
+            featurize_symbols,
+            fn_kwargs={"market_dir": str(market_dir), "horizon": fc.horizon, "features": names},
+            batch_size=per_task,
+            batch_format="pandas",
+            num_cpus=fc.num_cpus_per_task,
+        )
+        ds.write_datasink(sink)
+    finally:
+        context.op_resource_reservation_enabled = reservation
 
     # Splits and normalization statistics come from the training period only.
-    dates = pq.read_table(rows_path, columns=["date"], filesystem=filesystem).column("date").to_numpy()
-    if len(dates) == 0:
+    stats = sink.stats
+    if stats is None or stats["n"].sum() == 0:
         raise ValueError(
             f"no feature rows: every symbol has fewer bars than the indicator warm-up ({fs.display(market_dir)})"
         )
+    dates = stats["date"].to_numpy()
     split = make_split(dates, fc)
-    train_rows = pq.read_table(
-        rows_path, columns=names, filters=[("date", "<=", split.train.end.to_pydatetime())], filesystem=filesystem
-    )
-    train_x = np.column_stack([train_rows.column(n).to_numpy() for n in names])
-    normalizer = fit_normalizer(train_x, names, fc.normalization, fc.clip)
+    in_train = stats["date"] <= split.train.end
+    if fc.normalization in MERGEABLE:
+        normalizer = merge_partial_stats(stats[in_train], names, fc.normalization, fc.clip)
+    else:
+        filesystem, rows_path = fs.resolve(rows_dir)
+        train_rows = pq.read_table(
+            rows_path, columns=names, filters=[("date", "<=", split.train.end.to_pydatetime())], filesystem=filesystem
+        )
+        train_x = np.column_stack([train_rows.column(n).to_numpy() for n in names])
+        normalizer = fit_normalizer(train_x, names, fc.normalization, fc.clip)
     folds = [f.to_json() for f in make_walk_forward(dates, fc)]
 
     meta = {
@@ -82,7 +113,7 @@ def build_features(cfg: RaycastConfig) -> dict:
         "horizon": fc.horizon,
         "market_version": fs.name(market_dir),
         "symbols": symbols,
-        "n_rows": int(len(dates)),
+        "n_rows": int(stats["n"].sum()),
         "date_min": str(pd.Timestamp(dates.min()).date()),
         "date_max": str(pd.Timestamp(dates.max()).date()),
         "split": split.to_json(),
