@@ -16,6 +16,15 @@ costs only that section; every section appends its figures to ``DIR/gpu.jsonl`` 
             then the evaluation report                                                          (issue 4)
 
 Without CUDA (the CI machine) the script still runs every section on CPU with tiny settings: ``--cpu-smoke``.
+
+On a GPU machine without a package index (Python 3.12 and torch present, Ray and pandas-ta not), pack what it
+lacks on a machine with one, carry ``.gpu/`` over, and import the project through PYTHONPATH::
+
+    bash ../shared/gpu/bundle.sh            # writes .gpu/site.tar.xz (~38 MB)
+    mkdir -p .site && tar xJf .gpu/site.tar.xz -C .site
+    PYTHONPATH=$PWD/.site:$PWD RAY_AUTH_MODE=disabled python3 benchmarks/gpu_check.py --out $OUT --budget 520
+
+Session 3's H100 runs took 517 s (every section) and 276 s (``--sections store,tune,pipeline``).
 """
 
 from __future__ import annotations
