@@ -222,3 +222,14 @@ def test_walk_forward_reports_every_metric_over_folds_forward_in_time(tmp_path):
     assert "±" in text and "sharpe" in text
     # fold models are not registered: walk-forward evaluation leaves the registry as it was
     assert list_versions(cfg.storage) == []
+
+
+@pytest.mark.parametrize(("cpus_per_worker", "expected"), [(1.0, 3), (1.5, 2), (3.5, 1)])
+def test_concurrent_trainers_leave_a_cpu_for_their_data(tmp_path, cpus_per_worker, expected):
+    from raycast.train.trainer import concurrent_trainers
+
+    # ray_session has 4 CPUs: trainers may take 3 of them, Ray Data's read tasks need the 4th
+    cfg = small_config(tmp_path, train={"models": ["lstm", "cnn", "attention"], "concurrent": True,
+                                        "cpus_per_worker": cpus_per_worker})  # fmt: skip
+    assert concurrent_trainers(cfg) == expected
+    assert concurrent_trainers(cfg.model_copy(update={"train": cfg.train.model_copy(update={"concurrent": False})})) == 1

@@ -8,6 +8,7 @@ restarts after a worker failure are Ray Train's (``CheckpointConfig``, ``Failure
 from __future__ import annotations
 
 import json
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +153,33 @@ def fit_base_models(
     def fit(name: str) -> FitResult:
         return fit_base_model(cfg, name, features_dir, split, normalizer, window, run_dir, target)
 
-    if cfg.train.concurrent and len(cfg.train.models) > 1:
-        with ThreadPoolExecutor(len(cfg.train.models)) as pool:
+    at_once = concurrent_trainers(cfg)
+    if at_once > 1:
+        with ThreadPoolExecutor(at_once) as pool:
             return dict(zip(cfg.train.models, pool.map(fit, cfg.train.models), strict=True))
     return {name: fit(name) for name in cfg.train.models}
+
+
+def concurrent_trainers(cfg: RaycastConfig) -> int:
+    """How many base-model trainers run at once: all of them with ``train.concurrent``, as many as the CPUs allow.
+
+    A trainer's workers hold their CPUs for its whole run, and Ray Data still needs a whole CPU to read each
+    trainer's training shard: with less than one CPU left over, every trainer waits for data that never comes
+    (seen with three trainers of 0.5 CPU on 2 CPUs). So the trainers that would leave no CPU free wait their turn.
+    """
+    import ray
+
+    tc = cfg.train
+    if not tc.concurrent or len(tc.models) < 2:
+        return 1
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    per_trainer = tc.num_workers * tc.cpus_per_worker
+    fit = max(1, int((cpus - 1) // per_trainer))
+    if fit < len(tc.models):
+        print(
+            f"[raycast] warning: {len(tc.models)} concurrent trainers of {per_trainer:g} CPUs would leave less than "
+            f"one of the cluster's {cpus:g} CPUs to read their data; running {fit} at a time",
+            file=sys.stderr,
+            flush=True,
+        )
+    return min(fit, len(tc.models))
