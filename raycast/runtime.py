@@ -7,6 +7,18 @@ import os
 from raycast.config import RayConfig
 
 
+def slots_leaving_a_cpu(per_slot: float) -> tuple[int, float]:
+    """How many holders of ``per_slot`` CPUs fit at once (at least 1) with one CPU left over, and the cluster's CPUs.
+
+    Trainers hold their workers' CPUs for their whole run while their Ray Data shards still need a whole CPU per
+    read task: with less than one left over, every trainer waits for data that never comes.
+    """
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    return max(1, int((cpus - 1) // per_slot)), cpus
+
+
 def init_ray(cfg: RayConfig | None = None) -> None:
     """Start or join Ray once per process. Inside ``ray job submit`` the job's cluster is joined."""
     import ray

@@ -168,7 +168,7 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
     later period reaches an earlier fold's model.
     """
     from raycast.train.run import train
-    from raycast.train.trainer import fit_fold_normalizer
+    from raycast.features.store import fit_fold_normalizer
 
     features_dir = current_features_dir(cfg.storage)
     frame = read_feature_frame(features_dir)

@@ -16,16 +16,14 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from raycast import fs
 from raycast.config import RaycastConfig
-from raycast.features.normalize import MERGEABLE, fit_normalizer, merge_partial_stats
+from raycast.features.normalize import MERGEABLE, merge_partial_stats
 from raycast.features.spec import FEATURE_SPEC_VERSION, check_feature_names, compute_symbol_features
 from raycast.features.splits import make_split, make_walk_forward
-from raycast.features.store import ROWS_DIR, features_base
+from raycast.features.store import ROWS_DIR, features_base, fit_fold_normalizer
 from raycast.storage import new_version_dir, publish
 
 
@@ -94,16 +92,11 @@ def build_features(cfg: RaycastConfig) -> dict:
         )
     dates = stats["date"].to_numpy()
     split = make_split(dates, fc)
-    in_train = stats["date"] <= split.train.end
     if fc.normalization in MERGEABLE:
+        in_train = stats["date"] <= split.train.end
         normalizer = merge_partial_stats(stats[in_train], names, fc.normalization, fc.clip)
-    else:
-        filesystem, rows_path = fs.resolve(rows_dir)
-        train_rows = pq.read_table(
-            rows_path, columns=names, filters=[("date", "<=", split.train.end.to_pydatetime())], filesystem=filesystem
-        )
-        train_x = np.column_stack([train_rows.column(n).to_numpy() for n in names])
-        normalizer = fit_normalizer(train_x, names, fc.normalization, fc.clip)
+    else:  # quantiles do not merge: read the training rows back
+        normalizer = fit_fold_normalizer(out_dir, split, names, fc.normalization, fc.clip)
     folds = [f.to_json() for f in make_walk_forward(dates, fc)]
 
     meta = {

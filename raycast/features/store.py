@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from raycast import fs
-from raycast.features.normalize import Normalizer
+from raycast.features.normalize import Normalizer, fit_normalizer
 from raycast.features.splits import Period, Split
 from raycast.features.windows import cut_windows, window_ends
 from raycast.storage import current_version_dir
@@ -52,6 +54,19 @@ class FeatureMeta:
 
 def load_meta(features_dir: fs.Location) -> FeatureMeta:
     return FeatureMeta.from_json(json.loads(fs.read_text(fs.join(features_dir, "meta.json"))))
+
+
+def read_training_rows(features_dir: fs.Location, split: Split, columns: list[str]) -> pa.Table:
+    """``columns`` of the rows in ``split``'s training period (the date filter is pushed down to Parquet)."""
+    filesystem, path = fs.resolve(fs.join(features_dir, ROWS_DIR))
+    filters = [("date", "<=", split.train.end.to_pydatetime())]
+    return pq.read_table(path, columns=columns, filters=filters, filesystem=filesystem)
+
+
+def fit_fold_normalizer(features_dir: fs.Location, split: Split, features: list[str], method: str, clip: float) -> Normalizer:
+    """Normalization statistics from this split's training rows only (walk-forward folds each get their own)."""
+    table = read_training_rows(features_dir, split, features)
+    return fit_normalizer(np.column_stack([table.column(n).to_numpy() for n in features]), features, method, clip)
 
 
 def read_feature_dataset(features_dir: fs.Location, columns: list[str] | None = None):

@@ -184,6 +184,7 @@ def fit_epochs(
     if tc.max_steps_per_epoch:
         steps = min(steps, tc.max_steps_per_epoch)
     higher_is_better = tc.early_stop_metric != "val_loss"
+    offsets = torch.arange(1 - job.window, 1, device=device)  # a window's rows relative to its last day
 
     for epoch in range(start_epoch, tc.epochs):
         started = time.perf_counter()
@@ -192,7 +193,7 @@ def fit_epochs(
         total = torch.zeros((), device=device)  # summed on the device: a float() per step would sync the GPU
         for step in range(steps):
             ends = torch.as_tensor(order[step * tc.batch_size : (step + 1) * tc.batch_size], device=device)
-            xb = x_train[ends[:, None] + torch.arange(1 - job.window, 1, device=device)]
+            xb = x_train[ends[:, None] + offsets]
             with autocast():
                 loss = loss_fn(model(xb).float().reshape(-1), y_train[ends])
             optimizer.zero_grad(set_to_none=True)

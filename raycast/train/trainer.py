@@ -17,14 +17,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 from raycast import fs
 from raycast.config import RaycastConfig
-from raycast.features.normalize import Normalizer, fit_normalizer
+from raycast.features.normalize import Normalizer
 from raycast.features.splits import Split
-from raycast.features.store import ROWS_DIR, read_feature_dataset
+from raycast.features.store import read_feature_dataset, read_training_rows
 from raycast.train.loop import CHECKPOINT_FILE, TrainJob, train_fn_per_worker
 
 
@@ -39,24 +38,12 @@ class FitResult:
     path: str = ""
 
 
-def _training_rows(features_dir: fs.Location, split: Split, columns: list[str]) -> pa.Table:
-    filesystem, path = fs.resolve(fs.join(features_dir, ROWS_DIR))
-    filters = [("date", "<=", split.train.end.to_pydatetime())]
-    return pq.read_table(path, columns=columns, filters=filters, filesystem=filesystem)
-
-
 def target_stats(features_dir: fs.Location, split: Split) -> tuple[float, float]:
     """Mean and standard deviation of the target over the training period: the target is standardized with them."""
-    table = _training_rows(features_dir, split, ["target"])
+    table = read_training_rows(features_dir, split, ["target"])
     y = table.column("target").to_numpy(zero_copy_only=False)
     y = y[np.isfinite(y)]
     return float(y.mean()), float(max(y.std(), 1e-8))
-
-
-def fit_fold_normalizer(features_dir: fs.Location, split: Split, features: list[str], method: str, clip: float) -> Normalizer:
-    """Normalization statistics from this split's training rows only (walk-forward folds each get their own)."""
-    table = _training_rows(features_dir, split, features)
-    return fit_normalizer(np.column_stack([table.column(n).to_numpy() for n in features]), features, method, clip)
 
 
 def _until(end: pd.Timestamp):
@@ -161,20 +148,15 @@ def fit_base_models(
 
 
 def concurrent_trainers(cfg: RaycastConfig) -> int:
-    """How many base-model trainers run at once: all of them with ``train.concurrent``, as many as the CPUs allow.
-
-    A trainer's workers hold their CPUs for its whole run, and Ray Data still needs a whole CPU to read each
-    trainer's training shard: with less than one CPU left over, every trainer waits for data that never comes
-    (seen with three trainers of 0.5 CPU on 2 CPUs). So the trainers that would leave no CPU free wait their turn.
-    """
-    import ray
+    """How many base-model trainers run at once: all of them with ``train.concurrent``, as many as leave a CPU
+    free for Ray Data's reads (three trainers of 0.5 CPU on 2 CPUs waited forever); the others wait their turn."""
+    from raycast.runtime import slots_leaving_a_cpu
 
     tc = cfg.train
     if not tc.concurrent or len(tc.models) < 2:
         return 1
-    cpus = ray.cluster_resources().get("CPU", 1.0)
     per_trainer = tc.num_workers * tc.cpus_per_worker
-    fit = max(1, int((cpus - 1) // per_trainer))
+    fit, cpus = slots_leaving_a_cpu(per_trainer)
     if fit < len(tc.models):
         print(
             f"[raycast] warning: {len(tc.models)} concurrent trainers of {per_trainer:g} CPUs would leave less than "

@@ -44,7 +44,8 @@ def load_base_data(cfg: RaycastConfig) -> tuple[pd.DataFrame, list[Fold], int]:
     """The feature frame, the folds to score on, and the window length of the current feature dataset."""
     from raycast.features.splits import make_walk_forward
     from raycast.features.store import current_features_dir, load_meta, read_feature_frame
-    from raycast.train.trainer import fit_fold_normalizer, target_stats
+    from raycast.features.store import fit_fold_normalizer
+    from raycast.train.trainer import target_stats
 
     features_dir = current_features_dir(cfg.storage)
     meta = load_meta(features_dir)

@@ -133,20 +133,16 @@ def build_tuner(
 
 
 def max_concurrent_trials(cfg: RaycastConfig) -> int | None:
-    """``tune.max_concurrent_trials``, capped in torch mode so that Ray Data keeps a whole CPU.
-
-    A TorchTrainer's workers hold their CPUs for the whole run while its Ray Data shards still need a CPU per
-    read task: with less than one CPU left over, every trial waits for data that never comes.
-    """
-    import ray
-
+    """``tune.max_concurrent_trials``, capped in torch mode so that Ray Data keeps a whole CPU
+    (see :func:`raycast.runtime.slots_leaving_a_cpu`)."""
+    from raycast.runtime import slots_leaving_a_cpu
     from raycast.tune.torch_trial import DRIVER_CPUS
 
     tu = cfg.tune
     if tu.trainer != "torch" or tu.model == "ensemble":
         return tu.max_concurrent_trials
-    cpus = ray.cluster_resources().get("CPU", 1.0)
     per_trial = DRIVER_CPUS + max(cfg.features.walk_forward.folds, 1) * cfg.train.num_workers * tu.cpus_per_trial
+    fit, cpus = slots_leaving_a_cpu(per_trial)
     if per_trial > cpus - 1:
         print(
             f"[raycast] warning: a torch-mode trial takes {per_trial:g} of {cpus:g} CPUs, leaving less than one "
@@ -154,7 +150,6 @@ def max_concurrent_trials(cfg: RaycastConfig) -> int | None:
             file=sys.stderr,
             flush=True,
         )
-    fit = max(1, int((cpus - 1) // per_trial))
     return min(fit, tu.max_concurrent_trials or fit)
 
 
