@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -202,7 +203,7 @@ def test_ray_data_pipeline_matches_per_symbol_computation(tmp_path, method):
     from raycast.data.ingest import ingest
     from raycast.data.store import read_bars
     from raycast.features.pipeline import build_features
-    from raycast.features.store import current_features_dir, load_meta, read_feature_frame
+    from raycast.features.store import ROWS_DIR, current_features_dir, load_meta, read_feature_frame
 
     cfg = small_config(tmp_path, ingest={"synthetic": {"n_symbols": 6, "n_days": 300}}, features={"normalization": method})
     ingest(cfg)
@@ -222,6 +223,9 @@ def test_ray_data_pipeline_matches_per_symbol_computation(tmp_path, method):
     np.testing.assert_allclose(meta.normalizer.center, expected.center, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(meta.normalizer.scale, expected.scale, rtol=1e-4)
     assert json.loads((fdir / "meta.json").read_text())["market_version"]
+    # one write task (one Parquet part) per planned block of symbols_per_task symbols: 6 symbols by 4 are 2 blocks
+    # of 3, which Ray Data must not bundle into one task to reach a batch size
+    assert len(list((fdir / ROWS_DIR).glob("part-*.parquet"))) == math.ceil(6 / cfg.features.symbols_per_task) == 2
 
 
 def test_models_give_finite_predictions_on_windows_from_the_real_sample():
