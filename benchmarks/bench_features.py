@@ -3,7 +3,7 @@
     python benchmarks/bench_features.py [--symbols 50 200 500] [--days 2520] [--json out.jsonl]
 
 For each universe size: synthetic bars are ingested (not timed), then
-  * baseline: one process calls the same feature function symbol by symbol (pandas-ta warm-up timed apart);
+  * baseline: one process runs the Ray tasks' own function symbol by symbol (pandas-ta warm-up timed apart);
   * ray-N: a fresh local Ray with N CPUs runs ``build_features`` (wall time includes Ray start-up);
   * job-N: a Ray head with N CPUs is started apart (``ray start``), then fresh driver processes run
     ``build_features`` one after another, as jobs submitted to a running cluster do; the wall time counts from the
@@ -53,20 +53,25 @@ class PeakMemory:
         return (self.peak - self.start) / 1e9
 
 
-def baseline(storage: str) -> dict:
-    from raycast.data.store import list_symbols, read_bars
-    from raycast.features.spec import compute_symbol_features
+def baseline(cfg) -> dict:
+    """The Ray tasks' own per-symbol work (read a symbol's file, compute its features), symbol by symbol, no Ray."""
+    import pandas as pd
 
-    symbols = list_symbols(storage)
-    first = read_bars(storage, symbols[:1])
+    from raycast.data.store import current_version_dir, list_symbols
+    from raycast.features.pipeline import featurize_symbols
+    from raycast.features.spec import check_feature_names
+
+    symbols = list_symbols(cfg.storage)
+    kwargs = {"market_dir": str(current_version_dir(cfg.storage)), "horizon": cfg.features.horizon,
+              "features": check_feature_names(cfg.features.features)}  # fmt: skip
     t0 = time.perf_counter()
-    compute_symbol_features(first)  # numba compiles pandas-ta's kernels on the first call
+    featurize_symbols(pd.DataFrame({"symbol": symbols[:1]}), **kwargs)  # pandas-ta's imports and numba kernels load
     warmup = time.perf_counter() - t0
     rows = 0
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         for sym in symbols:
-            rows += len(compute_symbol_features(read_bars(storage, [sym])))
+            rows += len(featurize_symbols(pd.DataFrame({"symbol": [sym]}), **kwargs))
         wall = time.perf_counter() - t0
     return {"mode": "baseline", "workers": 1, "wall_s": wall, "warmup_s": warmup, "rows": rows,
             "symbols": len(symbols), "peak_gb": mem.peak_gb}  # fmt: skip
@@ -172,7 +177,7 @@ def main() -> None:
                 "features": {"num_cpus_per_task": 1},  # symbols_per_task: the pipeline's default, ~3 tasks per CPU
             })  # fmt: skip
             ingest(cfg)
-            results.append({"universe": n} | baseline(tmp))
+            results.append({"universe": n} | baseline(cfg))
             for w in args.workers:
                 results.append({"universe": n} | with_ray(cfg, w))
             for w in [] if args.no_jobs else args.workers:
