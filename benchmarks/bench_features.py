@@ -123,7 +123,9 @@ def as_jobs(cfg, workers: int, jobs: int = 2) -> dict:
             for _ in range(jobs):
                 with PeakMemory() as mem:
                     job = [sys.executable, __file__, "--job", address, "--storage", str(cfg.storage)]
-                    done = subprocess.run(job, env=env, capture_output=True, text=True, check=True)
+                    done = subprocess.run(job, env=env, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    raise RuntimeError(f"featurizing job failed ({done.returncode}):\n{done.stderr[-3000:]}")
                 runs.append(json.loads(done.stdout.strip().splitlines()[-1]) | {"peak_gb": mem.peak_gb})
         finally:
             os.killpg(head.pid, signal.SIGTERM)  # this head only, by its process group; never `ray stop`
