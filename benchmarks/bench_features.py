@@ -93,6 +93,10 @@ def with_ray(cfg, workers: int) -> dict:
             "symbols": summary["n_symbols"], "peak_gb": mem.peak_gb}  # fmt: skip
 
 
+# Every run gives a task a whole CPU; symbols_per_task is the pipeline's default, about 3 tasks per CPU.
+FEATURES = {"num_cpus_per_task": 1}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -146,7 +150,7 @@ def run_job(address: str, storage: str) -> None:
     from raycast.config import parse_config
     from raycast.features.pipeline import build_features
 
-    cfg = parse_config({"storage": storage, "features": {"num_cpus_per_task": 1}})
+    cfg = parse_config({"storage": storage, "features": FEATURES})
     t0 = time.perf_counter()
     ray.init(address=address, logging_level="ERROR")
     summary = build_features(cfg)
@@ -176,7 +180,7 @@ def main() -> None:
             cfg = parse_config({
                 "storage": tmp,
                 "ingest": {"source": "synthetic", "synthetic": {"n_symbols": n, "n_days": args.days}},
-                "features": {"num_cpus_per_task": 1},  # symbols_per_task: the pipeline's default, ~3 tasks per CPU
+                "features": FEATURES,
             })  # fmt: skip
             ingest(cfg)
             results.append({"universe": n} | baseline(cfg))

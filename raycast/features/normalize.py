@@ -67,7 +67,7 @@ def _normalizer(method: str, features: list[str], center: np.ndarray, scale: np.
 # training dates: no second pass over the rows. z-score and min-max merge exactly; robust (quantiles) does not,
 # and is fit from the rows themselves.
 
-MERGEABLE = {"zscore": ("mean", "m2"), "minmax": ("min", "max")}
+MERGEABLE = ("zscore", "minmax")  # per-date mean and m2, or min and max, merge exactly
 
 
 def partial_stats(table: pa.Table, features: list[str], method: str) -> pd.DataFrame:
