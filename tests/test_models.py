@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -324,6 +325,110 @@ def test_build_model_accepts_configs_and_names_unknown_keys():
         build_model("attention", N_FEATURES, SEQ, {"dropout": 2.0})
     with pytest.raises(ValueError, match="unknown model 'gru'"):
         build_model("gru", N_FEATURES, SEQ, None)
+
+
+# The reference design's "Recommended Training Setup", exactly as written there.
+REFERENCE_SETUP = """
+# Model instantiation
+lstm = create_lstm_model(input_size=40, hidden_size=128, device='cuda')
+cnn = create_cnn_model(input_size=40, device='cuda')
+attention = create_attention_model(input_size=40, hidden_size=128, device='cuda')
+ensemble = create_ensemble_model(lstm, cnn, attention, device='cuda')
+
+# Training configuration
+optimizer = torch.optim.Adam(ensemble.parameters(), lr=0.001)
+criterion = nn.MSELoss()  # or custom loss
+
+# Data batching
+batch_size = 32
+X_windows: List[np.ndarray]  # 34 windows of shape (30, 40)
+y_targets: np.ndarray  # 34 targets (next-day returns)
+
+# Training loop
+for epoch in range(100):
+    for batch_X, batch_y in create_batches(X_windows, y_targets, batch_size):
+        # Forward pass
+        X_tensor = torch.tensor(batch_X, dtype=torch.float32).to('cuda')
+        y_tensor = torch.tensor(batch_y, dtype=torch.float32).to('cuda')
+
+        predictions, details = ensemble(X_tensor)
+        loss = criterion(predictions, y_tensor)
+
+        # Backward pass
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ensemble.parameters(), max_norm=1.0)
+        optimizer.step()
+"""
+
+
+def test_reference_training_setup_runs_as_written():
+    import numpy as np
+    from torch import nn
+
+    from raycast.models import create_attention_model, create_cnn_model, create_lstm_model
+
+    def create_batches(xs, ys, size):
+        # full batches only: 34 windows give one batch of 32, so the snippet takes exactly one optimizer step
+        for i in range(0, len(xs) - size + 1, size):
+            yield np.stack(xs[i : i + size]), ys[i : i + size]
+
+    rng = np.random.default_rng(0)
+    env = {
+        "torch": torch, "nn": nn, "np": np, "List": list,
+        "create_lstm_model": create_lstm_model, "create_cnn_model": create_cnn_model,
+        "create_attention_model": create_attention_model, "create_ensemble_model": create_ensemble_model,
+        "create_batches": create_batches,
+        "X_windows": [rng.normal(size=(30, 40)).astype(np.float32) for _ in range(34)],
+        "y_targets": rng.normal(0, 0.02, size=(34, 1)),
+    }  # fmt: skip
+    code = REFERENCE_SETUP.replace("'cuda'", "'cpu'").replace("range(100)", "range(1)")
+    assert code.count("'cpu'") == 6 and "range(1)" in code  # the only two edits: the device and one epoch
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. a prediction/target shape mismatch that MSELoss would broadcast
+        exec(compile(code, "reference-setup", "exec"), env)
+
+    lstm, cnn, attention, ensemble = (env[k] for k in ("lstm", "cnn", "attention", "ensemble"))
+    assert lstm.count_parameters() == 602_625
+    assert cnn.count_parameters() == 130_081
+    assert attention.count_parameters() == 410_241
+    assert ensemble.count_parameters() == 1_145_959
+    assert ensemble.base_names == ["lstm", "cnn", "attention"]
+    assert env["ensemble"].bases["lstm"] is lstm and lstm.cfg.hidden_size == 128
+
+    predictions, details = env["predictions"], env["details"]
+    assert predictions.shape == (32, 1) and torch.isfinite(env["loss"])
+    assert set(details) == {"base_predictions", "weights", "weighted", "meta"}
+    steps = {int(s["step"]) for s in env["optimizer"].state.values()}
+    assert steps == {1}, steps  # one step, and only the combiner's parameters took it (the bases are frozen)
+    stepped = {id(p) for p in env["optimizer"].state}
+    assert stepped == {id(p) for p in ensemble.parameters() if p.requires_grad}
+
+
+def test_factories_take_keyword_params_or_a_config():
+    from raycast.models import create_attention_model, create_lstm_model
+
+    assert create_lstm_model(hidden_size=16).cfg == LSTMConfig(hidden_size=16)
+    assert create_lstm_model(cfg=LSTMConfig(hidden_size=16, num_layers=1)).cfg.num_layers == 1
+    both = create_attention_model(cfg=AttentionConfig(num_heads=2), hidden_size=16)  # params win over cfg
+    assert (both.cfg.hidden_size, both.cfg.num_heads) == (16, 2)
+    with pytest.raises(ValueError, match=r"lstm\.hiden_size: unknown key"):
+        create_lstm_model(hiden_size=16)
+
+
+def test_ensemble_factory_forms(bases):
+    lstm, cnn = bases["lstm"], bases["cnn"]
+    positional = create_ensemble_model(lstm, cnn, cfg=EnsembleConfig(weight_hidden=8))
+    assert positional.base_names == ["lstm", "cnn"] and positional.cfg.weight_hidden == 8
+    mapping = create_ensemble_model({"b": cnn, "a": lstm}, EnsembleConfig(weight_hidden=8))
+    assert mapping.base_names == ["b", "a"] and mapping.cfg.weight_hidden == 8
+    assert create_ensemble_model(cnn, cnn).base_names == ["cnn", "cnn_2"]
+    with pytest.raises(TypeError, match=r"positional argument 2 \(EnsembleConfig\) is not a model"):
+        create_ensemble_model(lstm, EnsembleConfig())
+    with pytest.raises(TypeError, match="EnsembleConfig twice"):
+        create_ensemble_model({"lstm": lstm}, EnsembleConfig(), cfg=EnsembleConfig())
+    with pytest.raises(ValueError, match="at least one base model"):
+        create_ensemble_model()
 
 
 @pytest.mark.parametrize("name", list(SEARCH_SPACES))

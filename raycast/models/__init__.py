@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from torch import nn
 
 from raycast.config import AttentionConfig, CNNConfig, LSTMConfig
@@ -23,7 +23,7 @@ from raycast.models.attention import (
 from raycast.models.attention import default_search_space as attention_search_space
 from raycast.models.cnn import CNNModel, MultiScaleCNN, conv_output_len, create_cnn_model
 from raycast.models.cnn import default_search_space as cnn_search_space
-from raycast.models.common import TRAIN_KEYS, autocast_context
+from raycast.models.common import TRAIN_KEYS, autocast_context, validate_config
 from raycast.models.ensemble import EnsembleModel, StackedEnsemble, create_ensemble_model
 from raycast.models.ensemble import default_search_space as ensemble_search_space
 from raycast.models.lstm import LSTMEnsemble, LSTMModel, create_lstm_model
@@ -54,15 +54,7 @@ def model_config(name: str, params: dict[str, Any] | BaseModel | None = None) ->
     if isinstance(params, cfg_cls):
         return params
     data = params.model_dump() if isinstance(params, BaseModel) else dict(params or {})
-    try:
-        return cfg_cls.model_validate(data)
-    except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"]) or "<root>"
-            problems.append(f"{name}.{key}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}")
-        allowed = ", ".join(cfg_cls.model_fields)
-        raise ValueError(f"invalid {name} model params: " + "; ".join(problems) + f" (known keys: {allowed})") from None
+    return validate_config(name, cfg_cls, data)
 
 
 def build_model(

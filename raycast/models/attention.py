@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from raycast.config import AttentionConfig
-from raycast.models.common import CountMixin, check_input, mlp_head
+from raycast.models.common import CountMixin, check_input, config_with, mlp_head
 
 
 class MultiHeadAttention(nn.Module):
@@ -156,10 +157,14 @@ class AttentionModel(CountMixin, nn.Module):
 
 
 def create_attention_model(
-    input_size: int = 40, seq_len: int = 30, cfg: AttentionConfig | None = None, device: str | torch.device = "cpu"
+    input_size: int = 40,
+    seq_len: int = 30,
+    cfg: AttentionConfig | None = None,
+    device: str | torch.device = "cpu",
+    **params: Any,
 ) -> AttentionModel:
-    """Build an :class:`AttentionModel` on ``device``."""
-    return AttentionModel(input_size, seq_len, cfg).to(device)
+    """Build an :class:`AttentionModel` on ``device`` from ``cfg``, keyword params (``hidden_size=128``), or both (params win)."""
+    return AttentionModel(input_size, seq_len, config_with("attention", AttentionConfig, cfg, params)).to(device)
 
 
 def default_search_space() -> dict[str, dict]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from raycast.config import CNNConfig
-from raycast.models.common import CountMixin, check_input, mlp_head
+from raycast.models.common import CountMixin, check_input, config_with, mlp_head
 
 
 def conv_block(in_channels: int, filters: int, kernel: int) -> nn.Sequential:
@@ -93,10 +94,14 @@ class MultiScaleCNN(CountMixin, nn.Module):
 
 
 def create_cnn_model(
-    input_size: int = 40, seq_len: int = 30, cfg: CNNConfig | None = None, device: str | torch.device = "cpu"
+    input_size: int = 40,
+    seq_len: int = 30,
+    cfg: CNNConfig | None = None,
+    device: str | torch.device = "cpu",
+    **params: Any,
 ) -> CNNModel:
-    """Build a :class:`CNNModel` on ``device``."""
-    return CNNModel(input_size, seq_len, cfg).to(device)
+    """Build a :class:`CNNModel` on ``device`` from ``cfg``, keyword params (``dropout=0.2``), or both (params win)."""
+    return CNNModel(input_size, seq_len, config_with("cnn", CNNConfig, cfg, params)).to(device)
 
 
 def default_search_space() -> dict[str, dict]:

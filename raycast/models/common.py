@@ -7,10 +7,35 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ValidationError
 from torch import nn
 
 TRAIN_KEYS = ("lr", "batch_size", "loss", "weight_decay")
 """Search-space keys that belong to the training loop rather than to a model config."""
+
+
+def validate_config(name: str, cfg_cls: type[BaseModel], data: dict[str, Any]) -> BaseModel:
+    """``cfg_cls`` validated from plain data; a ValueError naming each offending key and listing the known ones."""
+    try:
+        return cfg_cls.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "<root>"
+            problems.append(f"{name}.{key}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}")
+        allowed = ", ".join(cfg_cls.model_fields)
+        raise ValueError(f"invalid {name} model params: " + "; ".join(problems) + f" (known keys: {allowed})") from None
+
+
+def config_with(name: str, cfg_cls: type[BaseModel], cfg: BaseModel | None, params: dict[str, Any]) -> BaseModel:
+    """``cfg`` (default: ``cfg_cls()``) with keyword ``params`` such as ``hidden_size=128`` applied on top.
+
+    Lets a factory take either raycast's config object or the reference design's keyword form.
+    """
+    if not params:
+        return cfg or cfg_cls()
+    base = cfg.model_dump() if cfg is not None else {}
+    return validate_config(name, cfg_cls, base | params)
 
 
 class CountMixin:

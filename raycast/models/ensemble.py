@@ -8,7 +8,7 @@ predictions, and a server can run the bases elsewhere and combine their outputs 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -132,10 +132,51 @@ class StackedEnsemble(_FrozenBases):
 
 
 def create_ensemble_model(
-    bases: Mapping[str, nn.Module], cfg: EnsembleConfig | None = None, device: str | torch.device = "cpu"
+    *bases: nn.Module | Mapping[str, nn.Module] | EnsembleConfig | None,
+    cfg: EnsembleConfig | None = None,
+    device: str | torch.device = "cpu",
 ) -> EnsembleModel:
-    """Build an :class:`EnsembleModel` over ``bases`` (any non-empty subset, in the given order) on ``device``."""
-    return EnsembleModel(bases, cfg).to(device)
+    """Build an :class:`EnsembleModel` over the base models on ``device``.
+
+    Two call forms: a ``{name: model}`` mapping, optionally followed by the config
+    (``create_ensemble_model({"lstm": lstm, "cnn": cnn}, cfg)``), or the models themselves
+    (``create_ensemble_model(lstm, cnn, attention, device="cuda")``), named after their kind. Any non-empty subset
+    works; the bases keep the given order.
+    """
+    if bases and isinstance(bases[0], Mapping):
+        named, rest = dict(bases[0]), bases[1:]
+        if len(rest) > 1 or (rest and not isinstance(rest[0], EnsembleConfig | None)):
+            raise TypeError("after a {name: model} mapping, create_ensemble_model takes only the EnsembleConfig")
+        if rest and cfg is not None:
+            raise TypeError("create_ensemble_model got the EnsembleConfig twice (positionally and as cfg=)")
+        cfg = rest[0] if rest else cfg
+    else:
+        named = name_bases(bases)
+    return EnsembleModel(named, cfg).to(device)
+
+
+def name_bases(models: Sequence[object]) -> dict[str, nn.Module]:
+    """``{name: model}`` for models passed positionally: ``lstm``, ``cnn``, ``attention`` by kind, else the class
+    name in lower case; a second model of one kind gets ``_2`` (then ``_3``, ...)."""
+    from raycast.models.attention import AttentionModel
+    from raycast.models.cnn import CNNModel, MultiScaleCNN
+    from raycast.models.lstm import LSTMEnsemble, LSTMModel
+
+    kinds = {LSTMModel: "lstm", LSTMEnsemble: "lstm", CNNModel: "cnn", MultiScaleCNN: "cnn", AttentionModel: "attention"}
+    named: dict[str, nn.Module] = {}
+    for i, model in enumerate(models):
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"create_ensemble_model: positional argument {i + 1} ({type(model).__name__}) is not a model; "
+                "pass the models themselves or one {name: model} mapping, and the config as cfg="
+            )
+        kind = kinds.get(type(model), type(model).__name__.lower())
+        name, n = kind, 1
+        while name in named:
+            n += 1
+            name = f"{kind}_{n}"
+        named[name] = model
+    return named
 
 
 def default_search_space() -> dict[str, dict]:

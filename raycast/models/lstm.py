@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from raycast.config import LSTMConfig
-from raycast.models.common import CountMixin, check_input, mlp_head
+from raycast.models.common import CountMixin, check_input, config_with, mlp_head
 
 
 class LSTMModel(CountMixin, nn.Module):
@@ -79,10 +81,14 @@ class LSTMEnsemble(CountMixin, nn.Module):
 
 
 def create_lstm_model(
-    input_size: int = 40, seq_len: int = 30, cfg: LSTMConfig | None = None, device: str | torch.device = "cpu"
+    input_size: int = 40,
+    seq_len: int = 30,
+    cfg: LSTMConfig | None = None,
+    device: str | torch.device = "cpu",
+    **params: Any,
 ) -> LSTMModel:
-    """Build an :class:`LSTMModel` on ``device``."""
-    return LSTMModel(input_size, seq_len, cfg).to(device)
+    """Build an :class:`LSTMModel` on ``device`` from ``cfg``, keyword params (``hidden_size=128``), or both (params win)."""
+    return LSTMModel(input_size, seq_len, config_with("lstm", LSTMConfig, cfg, params)).to(device)
 
 
 def default_search_space() -> dict[str, dict]:
