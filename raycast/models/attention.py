@@ -163,7 +163,7 @@ def create_attention_model(
     device: str | torch.device = "cpu",
     **params: Any,
 ) -> AttentionModel:
-    """Build an :class:`AttentionModel` on ``device`` from ``cfg``, keyword params (``hidden_size=128``), or both (params win)."""
+    """Build an :class:`AttentionModel` on ``device`` from ``cfg``, keyword params (``hidden_size=128``), or both."""
     return AttentionModel(input_size, seq_len, config_with("attention", AttentionConfig, cfg, params)).to(device)
 
 

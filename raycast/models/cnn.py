@@ -100,7 +100,7 @@ def create_cnn_model(
     device: str | torch.device = "cpu",
     **params: Any,
 ) -> CNNModel:
-    """Build a :class:`CNNModel` on ``device`` from ``cfg``, keyword params (``dropout=0.2``), or both (params win)."""
+    """Build a :class:`CNNModel` on ``device`` from ``cfg``, keyword params (``dropout=0.2``), or both."""
     return CNNModel(input_size, seq_len, config_with("cnn", CNNConfig, cfg, params)).to(device)
 
 

@@ -162,7 +162,8 @@ def name_bases(models: Sequence[object]) -> dict[str, nn.Module]:
     from raycast.models.cnn import CNNModel, MultiScaleCNN
     from raycast.models.lstm import LSTMEnsemble, LSTMModel
 
-    kinds = {LSTMModel: "lstm", LSTMEnsemble: "lstm", CNNModel: "cnn", MultiScaleCNN: "cnn", AttentionModel: "attention"}
+    kinds = {LSTMModel: "lstm", LSTMEnsemble: "lstm", CNNModel: "cnn", MultiScaleCNN: "cnn"}
+    kinds[AttentionModel] = "attention"
     named: dict[str, nn.Module] = {}
     for i, model in enumerate(models):
         if not isinstance(model, nn.Module):

@@ -87,7 +87,7 @@ def create_lstm_model(
     device: str | torch.device = "cpu",
     **params: Any,
 ) -> LSTMModel:
-    """Build an :class:`LSTMModel` on ``device`` from ``cfg``, keyword params (``hidden_size=128``), or both (params win)."""
+    """Build an :class:`LSTMModel` on ``device`` from ``cfg``, keyword params (``hidden_size=128``), or both."""
     return LSTMModel(input_size, seq_len, config_with("lstm", LSTMConfig, cfg, params)).to(device)
 
 
