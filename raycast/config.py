@@ -34,6 +34,7 @@ class SyntheticConfig(Strict):
     start: dt.date = dt.date(2015, 1, 2)
     n_sectors: int = Field(4, ge=1)
     signal_strength: float = Field(0.15, ge=0.0, le=1.0, description="0 gives a market with nothing to predict")
+    bounce_bps: float = Field(0.0, ge=0, le=500, description="bid-ask bounce: noise on each printed close, in bps")
     seed: int = 0
 
 
@@ -55,8 +56,31 @@ class FilesConfig(Strict):
     )
 
 
+class QualityConfig(Strict):
+    """What ingest does with the oddities of real histories. Each one is counted per symbol in the manifest.
+
+    ``flag`` keeps the bars and counts them; ``cut`` drops the symbol's history up to and including the last
+    occurrence (the symbol restarts after it); ``adjust`` (splits only) scales the bars before a split by its ratio.
+    """
+
+    halt_days: int = Field(5, ge=1, description="missing business days inside a history that make a halt")
+    halts: Literal["flag", "cut"] = "flag"
+    zero_volume_days: int = Field(5, ge=1, description="consecutive zero-volume bars that make a streak")
+    zero_volume: Literal["flag", "cut"] = "flag"
+    stale_days: int = Field(5, ge=2, description="consecutive bars with an unchanged close that make a stale stretch")
+    stale: Literal["flag", "cut"] = "flag"
+    splits: Literal["adjust", "cut", "flag"] = "adjust"
+    split_ratios: list[float] = Field(
+        [2, 3, 4, 5, 8, 10, 20, 1.5, 1.25], description="split ratios looked for, each also as a reverse split"
+    )
+    split_tolerance: float = Field(
+        0.02, gt=0, lt=0.2, description="relative distance of a one-day move's ratio from a split ratio"
+    )
+
+
 class IngestConfig(Strict):
     source: Literal["synthetic", "sample", "files"] = "sample"
+    quality: QualityConfig = QualityConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
     sample: SampleConfig = SampleConfig()
     files: FilesConfig = FilesConfig()
@@ -79,7 +103,7 @@ class SplitConfig(Strict):
     train_frac: float = Field(0.6, gt=0, lt=1)
     val_frac: float = Field(0.2, gt=0, lt=1)
     embargo_days: int | None = Field(
-        None, ge=0, description="dates skipped between splits; defaults to the target horizon"
+        None, ge=0, description="dates skipped between splits; defaults to the label's span (label_delay + horizon)"
     )
 
 
@@ -91,7 +115,24 @@ class WalkForwardConfig(Strict):
 
 class FeatureConfig(Strict):
     window: int = Field(30, ge=2, le=256)
-    horizon: int = Field(1, ge=1, le=20, description="target = close[t+horizon] / close[t] - 1")
+    horizon: int = Field(1, ge=1, le=20, description="days the label's return spans")
+    label_delay: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="days between the close a prediction is made at (t) and the close it trades at: the label is "
+        "close[t+label_delay+horizon] / close[t+label_delay] - 1. 1 (the default) trades the next close, which a "
+        "signal computed after the close of t can reach; 0 trades the very close that produced the signal and "
+        "rewards bid-ask bounce",
+    )
+    max_label_gap_days: int | None = Field(
+        5, ge=0, description="labels whose bars span more missing business days than this (a halt) are dropped"
+    )
+    min_history_bars: int | None = Field(
+        None,
+        ge=1,
+        description="symbols with fewer bars are skipped; None: what the spec needs (warm-up + window + label span)",
+    )
     normalization: Literal["zscore", "minmax", "robust"] = "zscore"
     clip: float = Field(5.0, gt=0, description="normalized values are clipped to +/- this")
     features: list[str] | None = Field(None, description="a subset of the feature spec; None = all 40")

@@ -17,6 +17,7 @@ from raycast.features.normalize import fit_normalizer
 from raycast.features.spec import (
     ALL_FEATURES,
     INDICATOR_FEATURES,
+    MARKET_COLUMNS,
     PRICE_VOLUME_FEATURES,
     WARMUP_BARS,
     check_feature_names,
@@ -49,7 +50,7 @@ def test_spec_has_40_named_features():
 def test_features_are_complete_after_warmup(bars):
     b = one_symbol(bars)
     f = compute_symbol_features(b)
-    assert list(f.columns) == ["symbol", "date", "t", *ALL_FEATURES, "target"]
+    assert list(f.columns) == ["symbol", "date", "t", *ALL_FEATURES, "target", *MARKET_COLUMNS]
     # warm-up rows are dropped, not back-filled: the first row is bar number WARMUP_BARS
     assert f["date"].iloc[0] == b["date"].iloc[WARMUP_BARS] and f["t"].iloc[0] == WARMUP_BARS
     assert len(f) == len(b) - WARMUP_BARS
@@ -77,15 +78,51 @@ def test_no_look_ahead(bars):
         assert not np.allclose(base.loc[at_cut, list(ALL_FEATURES)], after.loc[at_cut, list(ALL_FEATURES)])
 
 
-def test_target_is_forward_close_to_close_return(bars):
+def test_target_is_the_tradable_forward_return(bars):
+    """The label at t is entered at the close label_delay bars later and held for horizon bars."""
     b = one_symbol(bars, 1)
-    for h in (1, 3):
-        f = compute_symbol_features(b, horizon=h)
-        close = b["close"].to_numpy()
+    close = b["close"].to_numpy()
+    for h, d in ((1, 0), (3, 0), (1, 1), (2, 2)):
+        f = compute_symbol_features(b, horizon=h, label_delay=d)
         t = f["t"].to_numpy()
-        expected = np.where(t + h < len(b), close[np.minimum(t + h, len(b) - 1)] / close[t] - 1, np.nan)
+        exit_, entry = np.minimum(t + d + h, len(b) - 1), np.minimum(t + d, len(b) - 1)
+        expected = np.where(t + d + h < len(b), close[exit_] / close[entry] - 1, np.nan)
         np.testing.assert_allclose(f["target"], expected.astype(np.float32), rtol=1e-6)
-        assert f["target"].isna().sum() == h
+        assert f["target"].isna().sum() == h + d
+    # the default is the next close: a signal made after the close of t cannot trade at that close
+    np.testing.assert_array_equal(compute_symbol_features(b)["target"], compute_symbol_features(b, label_delay=1)["target"])
+
+
+def test_labels_across_a_halt_are_dropped(bars):
+    b = one_symbol(bars, 2)
+    halted = b.drop(index=range(200, 215)).reset_index(drop=True)  # 15 business days without a bar
+    f = compute_symbol_features(halted, horizon=1, label_delay=1, max_label_gap_days=5)
+    kept = compute_symbol_features(halted, horizon=1, label_delay=1, max_label_gap_days=None)
+    lost = f["target"].isna() & kept["target"].notna()
+    # exactly the labels whose bars t..t+2 straddle the gap: t = bar 198 and 199 of the halted history
+    assert sorted(f.loc[lost, "t"]) == [198, 199]
+    assert np.isfinite(f.loc[f["t"] == 200, "target"]).all()  # after the halt, labels come back
+
+
+def test_market_columns_are_raw_and_trailing(bars):
+    b = one_symbol(bars, 0)
+    f = compute_symbol_features(b, label_delay=1)
+    t = f["t"].to_numpy()
+    np.testing.assert_allclose(f["close"], b["close"].to_numpy()[t])
+    traded = (b["close"] * b["volume"]).to_numpy()
+    np.testing.assert_allclose(f["dollar_volume_20d"], [traded[i - 19 : i + 1].mean() for i in t], rtol=1e-9)
+    entry = np.where(t + 1 < len(b), b["volume"].to_numpy()[np.minimum(t + 1, len(b) - 1)], np.nan)
+    np.testing.assert_allclose(f["entry_volume"], entry)
+
+
+def test_short_and_constant_histories_yield_no_rows_instead_of_failing(bars):
+    """pandas-ta returns None for series shorter than an indicator; the spec turns that into rows it drops."""
+    b = one_symbol(bars, 1)
+    for n in (WARMUP_BARS + 1, WARMUP_BARS + 20, 75):
+        f = compute_symbol_features(b.iloc[:n])
+        assert np.isfinite(f[list(ALL_FEATURES)].to_numpy()).all()
+    flat = b.iloc[:150].assign(open=10.0, high=10.0, low=10.0, close=10.0, volume=0.0)
+    assert compute_symbol_features(flat).empty
 
 
 def test_features_are_comparable_across_symbols(bars):
@@ -107,10 +144,13 @@ def test_split_embargo_keeps_training_targets_out_of_validation():
     assert s.train.end < s.val.start <= s.val.end < s.test.start <= s.test.end == dates[-1]
     # the last training target is realized horizon days after train end: still before validation starts
     assert idx[s.train.end] + cfg.horizon < idx[s.val.start]
-    with pytest.raises(ValueError, match="shorter than the target horizon"):
-        make_split(dates, FeatureConfig(horizon=3, split={"embargo_days": 2}))
+    with pytest.raises(ValueError, match="shorter than the label's span"):
+        make_split(dates, FeatureConfig(horizon=3, label_delay=1, split={"embargo_days": 3}))
+    # by default the embargo is the label's span: the delay counts as much as the horizon
+    d = make_split(dates, FeatureConfig(horizon=1, label_delay=1))
+    assert idx[d.val.start] - idx[d.train.end] == 3
     explicit = make_split(dates, FeatureConfig(split={"train_end": "2020-06-30", "val_end": "2020-09-30"}))
-    assert explicit.train.end == pd.Timestamp("2020-06-30") and explicit.val.start == pd.Timestamp("2020-07-02")
+    assert explicit.train.end == pd.Timestamp("2020-06-30") and explicit.val.start == pd.Timestamp("2020-07-03")  # embargo 2: delay 1 + horizon 1
 
 
 def test_walk_forward_folds_move_forward_without_overlap():

@@ -16,12 +16,15 @@ from raycast.data.validate import validate_bars
 log = logging.getLogger(__name__)
 
 
-def load_source(cfg: IngestConfig) -> tuple[pd.DataFrame, str, list[str], dict | None]:
-    """(raw bars, source label, source list for the manifest, synthetic generator info or None)."""
+def load_source(cfg: IngestConfig, label_delay: int = 1) -> tuple[pd.DataFrame, str, list[str], dict | None]:
+    """(raw bars, source label, source list for the manifest, synthetic generator info or None).
+
+    ``label_delay`` is the features': a synthetic universe plants its signal on the label they will train on.
+    """
     if cfg.source == "synthetic":
         from raycast.data.synthetic import generate_synthetic
 
-        universe = generate_synthetic(cfg.synthetic)
+        universe = generate_synthetic(cfg.synthetic, label_delay)
         return universe.bars, "synthetic", ["synthetic"], universe.info
     if cfg.source == "sample":
         from raycast.data.sample import load_sample, sample_file
@@ -36,7 +39,7 @@ def load_source(cfg: IngestConfig) -> tuple[pd.DataFrame, str, list[str], dict |
 
 def ingest(cfg: RaycastConfig) -> dict:
     """Ingest ``cfg.ingest.source`` into ``cfg.storage``; returns the published manifest."""
-    raw, label, sources, synthetic = load_source(cfg.ingest)
+    raw, label, sources, synthetic = load_source(cfg.ingest, cfg.features.label_delay)
     bars, rejected = validate_bars(raw, label)
     if bars.empty:
         reasons = rejected["reason"].value_counts().to_dict()

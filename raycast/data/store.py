@@ -4,20 +4,20 @@ Layout under ``<storage>/market/``::
 
     CURRENT                      one line: the name of the published version directory
     v-<utc timestamp>-<uuid>/
-        symbol=<SYM>/data.parquet    canonical bars of one symbol, sorted by date
+        symbol=<SYM>/data.parquet    canonical bars of one symbol, sorted by date (see symbol_dir_name)
         rejected.parquet             rejected rows (original values as text, reason, source, row)
         manifest.json                what is in the version (see :func:`build_manifest`)
 
 A version is written into a hidden ``.tmp-...`` directory, fsynced, renamed to ``v-...`` and only then published
 by replacing ``CURRENT`` (temp file + ``os.replace``). A crash at any point before that replace leaves the
 previous version current and intact. Afterwards everything but the new and the previously current version is
-pruned. Writers serialize on an ``fcntl`` lock, so a leftover ``.tmp-...`` seen while holding it is debris from a
-killed writer and is removed.
+pruned, except the versions registered models were trained on (:mod:`raycast.lineage`). Writers serialize on an
+``fcntl`` lock, so a leftover ``.tmp-...`` seen while holding it is debris from a killed writer and is removed.
 
 On an object store (``s3://...``) there is neither rename nor lock: a version is written straight under its
 ``v-...`` prefix, which no reader looks at until the single PUT of ``CURRENT`` names it (atomic per object).
-Pruning then removes the versions older than the new one except the previously current one, which also clears the
-debris of killed writers. Run one ingest at a time there.
+Pruning then removes the versions older than the new one except the previously current one and the registered
+models' ones, which also clears the debris of killed writers. Run one ingest at a time there.
 
 Nothing here embeds a wall-clock time in the files, so the same input yields byte-identical Parquet files and
 manifest; only the version directory name carries the time.
@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import time
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from raycast import fs
 from raycast.data.errors import DataError
 from raycast.data.schema import VALUE_COLUMNS, canonical_bars, content_hash, empty_bars
 from raycast.data.validate import REJECTED_COLUMNS, reason_counts
+from raycast.lineage import referenced_versions
 
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
@@ -55,6 +57,28 @@ BAR_SCHEMA = pa.schema(
     [("symbol", pa.string()), ("date", pa.timestamp("ns"))] + [(c, pa.float64()) for c in VALUE_COLUMNS]
 )
 REJECTED_SCHEMA = pa.schema([(c, pa.int64() if c == "row" else pa.string()) for c in REJECTED_COLUMNS])
+
+
+_UNSAFE_IN_PATH = re.compile(r"[^A-Za-z0-9._-]")
+_ENCODED = re.compile(r"~([0-9A-F]{2})")
+
+
+def symbol_dir_name(symbol: str) -> str:
+    """``symbol=<SYM>`` with every byte a path or URI might mangle written as ``~XX``: ``RDS/A`` -> ``RDS~2FA``.
+
+    Letters, digits and ``. - _`` stay as they are (``BRK.B``, ``BF-B``, ``0700.HK``). ``~`` rather than ``%``:
+    object-store URIs are percent-decoded on the way to the filesystem, which would turn ``%2F`` back into a
+    slash. The prefix keeps ``.`` and ``..`` from naming the directory itself or its parent.
+    """
+    return "symbol=" + _UNSAFE_IN_PATH.sub(lambda m: "".join(f"~{b:02X}" for b in m.group().encode()), symbol)
+
+
+def symbol_from_dir_name(name: str) -> str | None:
+    """The symbol a partition directory holds, or None for a name that is not a partition."""
+    prefix, sep, encoded = name.partition("=")
+    if not sep or prefix != "symbol":
+        return None
+    return _ENCODED.sub(lambda m: chr(int(m.group(1), 16)), encoded).encode("latin-1").decode("utf-8")
 
 
 def market_dir(storage: str) -> fs.Location:
@@ -91,14 +115,11 @@ def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, 
     bars = canonical_bars(bars)
     if bars.empty:
         raise DataError("refusing to publish an empty market dataset")
-    bad = [s for s in bars["symbol"].unique() if "/" in s or "\\" in s or s in (".", "..")]
-    if bad:
-        raise DataError(f"symbols cannot name a directory: {bad[:5]}")
     rejected = rejected.reindex(columns=list(REJECTED_COLUMNS))
     full = build_manifest(bars, rejected, manifest)
     root = market_dir(storage)
     if fs.is_remote(root):
-        return _write_remote(root, bars, rejected, full)
+        return _write_remote(root, bars, rejected, full, referenced_versions(storage, "market"))
     root.mkdir(parents=True, exist_ok=True)
     with _writer_lock(root):
         for debris in root.glob(".tmp-*"):
@@ -116,13 +137,14 @@ def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, 
         _pause("before_switch")
         previous = _current_name(root)
         _switch_current(root, name)
+        keep = {name, previous, *referenced_versions(storage, "market")}  # registered models' data stays
         for old in root.glob("v-*"):
-            if old.is_dir() and old.name not in (name, previous):
+            if old.is_dir() and old.name not in keep:
                 shutil.rmtree(old, ignore_errors=True)
     return root / name
 
 
-def _write_remote(root: str, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict) -> str:
+def _write_remote(root: str, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict, referenced: set[str]) -> str:
     # See the module docstring: no rename on an object store, the CURRENT PUT is the publication.
     name = f"v-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
     try:
@@ -135,7 +157,7 @@ def _write_remote(root: str, bars: pd.DataFrame, rejected: pd.DataFrame, manifes
     fs.write_text(fs.join(root, CURRENT), name + "\n")
     for old in fs.list_names(root, dirs_only=True):
         # Only older ones: a writer that started after this one may still be filling its version.
-        if old.startswith("v-") and old < name and old != previous:
+        if old.startswith("v-") and old < name and old != previous and old not in referenced:
             fs.delete_dir(fs.join(root, old))
     return fs.join(root, name)
 
@@ -145,7 +167,7 @@ def _write_version(out: fs.Location, bars: pd.DataFrame, rejected: pd.DataFrame,
     table = _to_arrow(bars, BAR_SCHEMA)
     start = 0
     for i, (symbol, size) in enumerate(bars.groupby("symbol", sort=True).size().items()):
-        sym_dir = fs.join(out, f"symbol={symbol}")
+        sym_dir = fs.join(out, symbol_dir_name(symbol))
         fs.makedirs(sym_dir)
         _write_parquet(table.slice(start, size), fs.join(sym_dir, DATA_FILE))
         start += size
@@ -222,7 +244,8 @@ def current_version_dir(storage: str) -> fs.Location:
 
 
 def _symbols(version: fs.Location) -> list[str]:
-    return [n.partition("=")[2] for n in fs.list_names(version, dirs_only=True) if n.startswith("symbol=")]
+    names = (symbol_from_dir_name(n) for n in fs.list_names(version, dirs_only=True))
+    return [s for s in names if s is not None]
 
 
 def list_symbols(storage: str) -> list[str]:
@@ -232,7 +255,7 @@ def list_symbols(storage: str) -> list[str]:
 
 def symbol_file(storage: str, symbol: str) -> fs.Location:
     """The Parquet file holding ``symbol``'s bars in the current version (KeyError for an unknown symbol)."""
-    path = fs.join(current_version_dir(storage), f"symbol={symbol}", DATA_FILE)
+    path = fs.join(current_version_dir(storage), symbol_dir_name(symbol), DATA_FILE)
     if not fs.is_file(path):
         raise KeyError(f"no market data for symbol {symbol!r}; available: {', '.join(list_symbols(storage))}")
     return path
@@ -249,7 +272,7 @@ def read_bars(storage: str, symbols: list[str] | None = None) -> pd.DataFrame:
     if not wanted:
         return empty_bars()
     # Read file by file: pyarrow would otherwise parse 'symbol=' in the path as a second symbol column.
-    tables = [_read_table(fs.join(version, f"symbol={s}", DATA_FILE)) for s in wanted]
+    tables = [_read_table(fs.join(version, symbol_dir_name(s), DATA_FILE)) for s in wanted]
     return canonical_bars(pa.concat_tables(tables).to_pandas(), check=False)
 
 
@@ -276,6 +299,8 @@ __all__ = [
     "read_bars",
     "read_manifest",
     "read_rejected",
+    "symbol_dir_name",
     "symbol_file",
+    "symbol_from_dir_name",
     "write_market_data",
 ]

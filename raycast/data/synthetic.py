@@ -2,13 +2,18 @@
 
 Daily close-to-close return of symbol i from t to t+1::
 
-    r[i,t+1] = beta_i * m[t+1] + gamma_i * s[k(i),t+1] + mu[i,t] + sigma[i,t] * eps[i,t+1]
+    r[i,t+1] = beta_i * m[t+1] + gamma_i * s[k(i),t+1] + mu[i,t-d] + sigma[i,t] * eps[i,t+1]
+
+``d`` is the label delay (:attr:`FeatureConfig.label_delay`): what is known at the close of t predicts the return
+from the close of t+d to the close of t+d+1, the one a signal computed after the close of t can trade. With the
+default d = 1 the return into the next close is pure noise given the past, so a model can only show skill on the
+tradable label.
 
 * ``m`` is a market factor, ``s`` one factor per sector (symbols are spread evenly over ``n_sectors``);
   betas and sector loadings are drawn around 1.
 * ``sigma[i,t]`` is the idiosyncratic volatility for the next day, a GARCH(1,1) recursion (volatility
   clustering); idiosyncratic annualized vol is 15-30%, total vol about 22-35%.
-* ``mu[i,t] = c * sigma[i,t] * g[i,t]`` is the planted expected return, known at t. ``g`` is a nonlinear function
+* ``mu[i,t] = c * sigma[i,t] * g[i,t]`` is the planted expected return of the label at t, known at t. ``g`` is a nonlinear function
   of what a 30-day feature window sees: short-term reversal ``-0.5 tanh(sum of last 5 returns / (sigma sqrt 5))``,
   continuation of one lagged day ``tanh(1.5 r[t-7] / sigma)`` (visible inside the window, but blurred in any
   single day's features: a sequence model can beat a regression on the last day), and a volume-confirmed move
@@ -16,7 +21,7 @@ Daily close-to-close return of symbol i from t to t+1::
   unit standard deviation.
 * ``c`` is chosen from ``signal_strength`` so the oracle IC is close to it; strength 0 gives ``mu = 0``.
 
-The oracle IC (the expected per-date cross-sectional Pearson correlation between ``mu_t`` and ``r_{t+1}``,
+The oracle IC (the expected per-date cross-sectional Pearson correlation between ``mu_t`` and ``r_{t+d+1}``,
 averaged over dates) is computed semi-analytically: for every date the generator's own ``mu_t``, ``sigma_t``,
 loadings and factor variances are combined with fresh draws of the factor and idiosyncratic shocks from their
 known distributions (a separate random stream). Realized returns are never looked at.
@@ -25,6 +30,10 @@ Prices are cumulated returns (starting between 20 and 200); returns are floored 
 positive even for extreme strengths (it never binds at realistic ones). The open gaps from the previous close,
 high/low extend beyond open and close, and volume is lognormal around a per-symbol base and rises with
 ``|r_t| / sigma``. A burn-in of ``BURN_IN`` days is simulated and dropped, so every output date has full windows.
+
+``bounce_bps`` adds bid-ask bounce: each printed close is the true price times ``exp(b z)`` with fresh noise every
+day, so the same-close return reverses the last one (predictable from the last bar, at the very close that
+printed it) while the tradable label, entered one close later, cannot see it.
 """
 
 from __future__ import annotations
@@ -114,7 +123,9 @@ def _signal_scale(s: float, p: _Params, k: int) -> float:
     return float(s * np.sqrt((1 + f) / G_CROSS_SECTION_VAR) / np.sqrt(1 - s * s))
 
 
-def _simulate(p: _Params, c: float, rng: np.random.Generator, t_total: int, k: int) -> dict[str, np.ndarray]:
+def _simulate(
+    p: _Params, c: float, rng: np.random.Generator, t_total: int, k: int, delay: int
+) -> dict[str, np.ndarray]:
     """Run the recursion day by day, vectorized over symbols; returns (t_total, n) arrays."""
     n = len(p.beta)
     # Every shock is drawn up front, so the same seed gives the same shocks at any signal strength.
@@ -143,7 +154,8 @@ def _simulate(p: _Params, c: float, rng: np.random.Generator, t_total: int, k: i
         if t + 1 == t_total:
             break
         z = eps[t + 1]
-        ret = p.beta * m[t + 1] + p.gamma * s[t + 1, p.sector] + mu[t] + sig * z
+        planted = mu[t - delay] if t >= delay else 0.0
+        ret = p.beta * m[t + 1] + p.gamma * s[t + 1, p.sector] + planted + sig * z
         r[t + 1] = np.maximum(ret, RETURN_FLOOR)
         h[t + 1] = omega + GARCH_ALPHA * h[t] * z * z + GARCH_BETA * h[t]
         vol[t + 1] = p.v0 * np.exp(VOLUME_SENSITIVITY * (np.abs(r[t + 1]) / sig - 1.0) + VOLUME_NOISE * vnoise[t + 1])
@@ -177,11 +189,15 @@ def _oracle_ic(mu: np.ndarray, h: np.ndarray, p: _Params, k: int, rng: np.random
     return float(total / count), draws
 
 
-def _ohlcv(p: _Params, sim: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _ohlcv(
+    p: _Params, sim: dict[str, np.ndarray], rng: np.random.Generator, bounce: float, bounce_rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Consistent, positive OHLC and volume for the output days (the rows after the burn-in)."""
     r, h = sim["r"], sim["h"]
     growth = np.cumprod(1 + r, axis=0)
     close_all = p.p0 * growth / growth[BURN_IN]
+    if bounce:  # its own stream: a bounce changes nothing else about the universe
+        close_all = close_all * np.exp(bounce * bounce_rng.standard_normal(close_all.shape))
     close, prev = close_all[BURN_IN:], close_all[BURN_IN - 1 : -1]
     sig = np.sqrt(h[BURN_IN - 1 : -1])  # vol known at the previous close
     shape = close.shape
@@ -205,24 +221,30 @@ def _long(values: dict[str, np.ndarray], symbols: list[str], dates: pd.DatetimeI
     return frame
 
 
-def generate_synthetic(cfg: SyntheticConfig) -> SyntheticUniverse:
-    """Generate the universe described in the module docstring; identical output for identical ``cfg``."""
+def generate_synthetic(cfg: SyntheticConfig, label_delay: int = 1) -> SyntheticUniverse:
+    """Generate the universe described in the module docstring; identical output for identical arguments.
+
+    ``label_delay`` is the features' (see the module docstring): the signal is planted on the label they train on.
+    """
     n, k, n_days = cfg.n_symbols, min(cfg.n_sectors, cfg.n_symbols), cfg.n_days
-    param_rng, path_rng, ohlc_rng, oracle_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(4)
+    # spawn(5) starts with the same four streams as spawn(4): the bounce stream leaves the others as they were
+    param_rng, path_rng, ohlc_rng, oracle_rng, bounce_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(5)
     )
     p = _draw_params(param_rng, n, k)
     c = _signal_scale(cfg.signal_strength, p, k)
-    sim = _simulate(p, c, path_rng, BURN_IN + n_days, k)
+    sim = _simulate(p, c, path_rng, BURN_IN + n_days, k, label_delay)
 
     width = max(3, len(str(n - 1)))
     symbols = [f"SYN{i:0{width}d}" for i in range(n)]
     dates = pd.bdate_range(start=pd.Timestamp(cfg.start), periods=n_days)
-    bars = canonical_bars(_long(_ohlcv(p, sim, ohlc_rng), symbols, dates))
+    bars = canonical_bars(_long(_ohlcv(p, sim, ohlc_rng, cfg.bounce_bps / 1e4, bounce_rng), symbols, dates))
     mu = sim["mu"][BURN_IN:]
     expected = _long({"mu": mu}, symbols, dates)
-    # The last date has no next-day return, so it is left out of the oracle IC like it is of any realized IC.
-    oracle_ic, draws = _oracle_ic(mu[:-1], sim["h"][BURN_IN:-1], p, k, oracle_rng)
+    # mu_t pairs with the return into t+d+1, whose noise has the variance h[t+d]; the last d+1 dates have no such
+    # return, so they are left out of the oracle IC like they are of any realized IC.
+    h = sim["h"][BURN_IN:]
+    oracle_ic, draws = _oracle_ic(mu[: n_days - 1 - label_delay], h[label_delay : n_days - 1], p, k, oracle_rng)
 
     info = {
         "generator": "raycast.data.synthetic/1",
@@ -232,6 +254,8 @@ def generate_synthetic(cfg: SyntheticConfig) -> SyntheticUniverse:
         "n_sectors": k,
         "start": dates[0].date().isoformat(),
         "signal_strength": cfg.signal_strength,
+        "label_delay": label_delay,
+        "bounce_bps": cfg.bounce_bps,
         "signal_scale": c,
         "oracle_ic": oracle_ic,
         "oracle_ic_draws_per_date": draws,

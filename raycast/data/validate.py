@@ -8,8 +8,9 @@ Nothing is dropped silently: ``len(clean) + len(rejected) == len(raw)``. A row g
   Numeric (epoch) dates are not interpreted and dates outside 1678-2261 cannot be stored: both land here.
 * ``missing_value``: an empty or missing symbol, date, price or volume (NaN, ``""``, ``null``, ``NA``, ``N/A``...).
 * ``unparsable_number``: a price or volume that is present but is not a number (``"12,5"``, ``"abc"``).
-* ``invalid_symbol``: a symbol that cannot name a directory (contains ``/ \\ =`` or whitespace, is ``.``/``..``,
-  or is longer than 64 characters).
+* ``invalid_symbol``: a symbol with whitespace or control characters inside, or longer than 64 characters. Dots,
+  dashes, slashes and suffixes are fine (``BRK.B``, ``BF-B``, ``0700.HK``, ``RDS/A``): partition directories
+  percent-encode what a path cannot hold.
 * ``non_finite``: an infinite price or volume.
 * ``non_positive_price``: open, high, low or close <= 0 (or adj_close <= 0, when present).
 * ``negative_volume``: volume < 0 (zero volume is allowed: a quiet day).
@@ -61,7 +62,7 @@ REJECTED_COLUMNS = (*REJECTED_VALUE_COLUMNS, "reason", "source", "row")
 NA_TOKENS = frozenset({"", "nan", "na", "n/a", "#n/a", "null", "none", "nat", "<na>", "-"})
 OHLC_SLACK = 1e-9
 _TZ_SUFFIX = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}:?\d{2})$")
-_BAD_SYMBOL = re.compile(r"[/\\=\s]")
+_BAD_SYMBOL = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -163,9 +164,7 @@ def validate_bars(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.Data
     # Checked once per distinct symbol: there are few symbols and many rows.
     codes, uniques = pd.factorize(symbol)
     uniques = pd.Series(uniques, dtype=str)
-    bad_unique = (
-        uniques.str.contains(_BAD_SYMBOL) | uniques.isin([".", ".."]) | (uniques.str.len() > 64)
-    ).to_numpy(dtype=bool)
+    bad_unique = (uniques.str.contains(_BAD_SYMBOL) | (uniques.str.len() > 64)).to_numpy(dtype=bool)
     invalid_symbol = bad_unique[codes] & ~sym_missing
 
     reason = _first_reasons(

@@ -16,26 +16,63 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 
 from raycast import fs
 from raycast.config import RaycastConfig
 from raycast.features.normalize import MERGEABLE, merge_partial_stats
-from raycast.features.spec import FEATURE_SPEC_VERSION, check_feature_names, compute_symbol_features
+from raycast.features.spec import (
+    FEATURE_SPEC_VERSION,
+    WARMUP_BARS,
+    check_feature_names,
+    compute_symbol_features,
+    min_history_bars,
+)
 from raycast.features.splits import make_split, make_walk_forward
 from raycast.features.store import ROWS_DIR, features_base, fit_fold_normalizer
+from raycast.lineage import referenced_versions
 from raycast.storage import new_version_dir, publish
 
 
-def featurize_symbols(batch: pd.DataFrame, market_dir: str, horizon: int, features: list[str]) -> pd.DataFrame:
-    """Ray Data batch function: symbol names in, their feature rows out (whole symbols, date-sorted)."""
+SKIP_COLUMN = "skip_reason"
+"""Set on the one placeholder row a symbol that could not be featurized emits; the sink counts and drops it."""
+
+
+def featurize_symbols(batch: pd.DataFrame, market_dir: str, features: list[str], **label) -> pd.DataFrame:
+    """Ray Data batch function: symbol names in, their feature rows out (whole symbols, date-sorted).
+
+    A symbol whose features cannot be computed does not fail the task (and with it the job): it emits a
+    placeholder row naming the reason, so the stage finishes and reports it. ``label`` holds the label settings
+    of :func:`compute_symbol_features`.
+    """
     frames = []
     for symbol in batch["symbol"]:
-        filesystem, path = fs.resolve(fs.join(market_dir, f"symbol={symbol}", "data.parquet"))
-        bars = pd.read_parquet(path, filesystem=filesystem)
-        bars["symbol"] = symbol
-        frames.append(compute_symbol_features(bars, horizon=horizon, features=features))
+        try:
+            filesystem, path = _bars_file(market_dir, symbol)
+            bars = pd.read_parquet(path, filesystem=filesystem)
+            bars["symbol"] = symbol
+            rows = compute_symbol_features(bars, features=features, **label)
+            reason = None if len(rows) else "no complete feature row (an indicator is undefined on every bar)"
+        except Exception as err:  # noqa: BLE001 - any failure is this symbol's, reported with its name
+            rows, reason = None, f"features failed: {type(err).__name__}: {err}"
+        if reason is not None:
+            rows = _placeholder(symbol, features)
+        frames.append(rows.assign(**{SKIP_COLUMN: reason}))
     return pd.concat(frames, ignore_index=True)
+
+
+def _placeholder(symbol: str, features: list[str]) -> pd.DataFrame:
+    """One row with the feature rows' columns and dtypes (so the batch keeps its schema), standing for ``symbol``."""
+    empty = compute_symbol_features(pd.DataFrame(columns=["date", "open", "high", "low", "close", "volume"]), features=features)
+    row = pd.DataFrame({c: pd.Series([None], dtype=empty[c].dtype) for c in empty.columns})
+    return row.assign(symbol=symbol, t=np.int32(-1)).astype({"t": "int32"})
+
+
+def _bars_file(market_dir: str, symbol: str):
+    from raycast.data.store import DATA_FILE, symbol_dir_name
+
+    return fs.resolve(fs.join(market_dir, symbol_dir_name(symbol), DATA_FILE))
 
 
 # Each Ray Data task costs a few hundred milliseconds of scheduling and hand-over beyond its work, so tasks
@@ -48,25 +85,66 @@ def auto_symbols_per_task(n_symbols: int, cpus: float) -> int:
     return max(1, math.ceil(n_symbols / max(1, round(cpus * TASKS_PER_CPU))))
 
 
+def plan_symbols(rows_per_symbol: dict[str, int], need: int) -> tuple[list[str], dict[str, str]]:
+    """(symbols to featurize, {symbol: reason} for those skipped because their history is too short)."""
+    short = {s: f"too few bars ({n} < {need})" for s, n in rows_per_symbol.items() if n < need}
+    return sorted(s for s in rows_per_symbol if s not in short), short
+
+
+def skip_summary(n_done: int, skipped: dict[str, str], shown: int = 8) -> str:
+    """One line for the console: ``featurized 480 symbols, skipped 20: too few bars (12): A, B, ...; ...``."""
+    line = f"featurized {n_done} symbols"
+    if not skipped:
+        return line
+    by_reason: dict[str, list[str]] = {}
+    for symbol, reason in sorted(skipped.items()):
+        by_reason.setdefault(_reason_kind(reason), []).append(symbol)
+    parts = [
+        f"{kind} ({len(syms)}): {', '.join(syms[:shown])}{', ...' if len(syms) > shown else ''}"
+        for kind, syms in by_reason.items()
+    ]
+    return f"{line}, skipped {len(skipped)}: " + "; ".join(parts)
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its per-symbol details: ``too few bars (12 < 95)`` -> ``too few bars``."""
+    return reason.split(" (")[0].split(":")[0]
+
+
 def build_features(cfg: RaycastConfig) -> dict:
-    """Featurize the current market dataset and publish a new feature dataset; returns its summary."""
+    """Featurize the current market dataset and publish a new feature dataset; returns its summary.
+
+    Symbols that cannot give one training window (too short a history) are skipped before any work, symbols whose
+    features fail are skipped by the task that tried them; both are listed with their reason in the dataset's
+    ``meta.json`` and counted in the summary, and neither stops the stage.
+    """
     import ray
 
-    from raycast.data.store import current_version_dir, list_symbols
+    from raycast.data.store import MANIFEST, current_version_dir
+    from raycast.data.errors import DataError
     from raycast.features.sink import FeatureRowsSink
     from raycast.runtime import init_ray
 
     fc = cfg.features
     names = check_feature_names(fc.features)
     market_dir = current_version_dir(cfg.storage)  # resolved once: a concurrent ingest cannot mix versions
-    symbols = list_symbols(cfg.storage)
+    bars_per_symbol = json.loads(fs.read_text(fs.join(market_dir, MANIFEST)))["rows_per_symbol"]
+    need = fc.min_history_bars or min_history_bars(fc.window, fc.horizon, fc.label_delay)
+    symbols, skipped = plan_symbols(bars_per_symbol, need)
+    if not symbols:
+        raise DataError(
+            f"no symbol has the {need} bars the features need (warm-up {WARMUP_BARS} + window {fc.window} + label "
+            f"{fc.label_delay + fc.horizon}); the longest history has {max(bars_per_symbol.values(), default=0)} "
+            f"({fs.display(market_dir)})"
+        )
     init_ray(cfg.ray)
 
     out_dir = new_version_dir(features_base(cfg.storage))
     rows_dir = fs.join(out_dir, ROWS_DIR)
     fs.makedirs(rows_dir)
-    sink = FeatureRowsSink(str(rows_dir), names, fc.normalization)
+    sink = FeatureRowsSink(str(rows_dir), names, fc.normalization, SKIP_COLUMN)
     per_task = fc.symbols_per_task or auto_symbols_per_task(len(symbols), ray.cluster_resources().get("CPU", 1))
+    label = {"horizon": fc.horizon, "label_delay": fc.label_delay, "max_label_gap_days": fc.max_label_gap_days}
     # One fused operator (featurize + write) has no other operator to reserve resources from; with reservation
     # on, Ray Data runs a single task until the first one finishes (measured: the second CPU idled ~1.2 s).
     context = ray.data.DataContext.get_current()
@@ -75,7 +153,7 @@ def build_features(cfg: RaycastConfig) -> dict:
         ds = ray.data.from_items([{"symbol": s} for s in symbols], override_num_blocks=math.ceil(len(symbols) / per_task))
         ds = ds.map_batches(
             featurize_symbols,
-            fn_kwargs={"market_dir": str(market_dir), "horizon": fc.horizon, "features": names},
+            fn_kwargs={"market_dir": str(market_dir), "features": names, **label},
             # One block, one task. A batch size would bundle blocks up to it: 83-symbol blocks with a batch size of
             # 84 ran as 166-symbol tasks, half as many as planned.
             batch_size=None,
@@ -86,12 +164,12 @@ def build_features(cfg: RaycastConfig) -> dict:
     finally:
         context.op_resource_reservation_enabled = reservation
 
+    skipped |= sink.skipped
+    featurized = sorted(sink.rows_per_symbol)
     # Splits and normalization statistics come from the training period only.
     stats = sink.stats
     if stats is None or stats["n"].sum() == 0:
-        raise ValueError(
-            f"no feature rows: every symbol has fewer bars than the indicator warm-up ({fs.display(market_dir)})"
-        )
+        raise DataError(f"no feature rows: {skip_summary(0, skipped)} ({fs.display(market_dir)})")
     dates = stats["date"].to_numpy()
     split = make_split(dates, fc)
     if fc.normalization in MERGEABLE:
@@ -101,13 +179,21 @@ def build_features(cfg: RaycastConfig) -> dict:
         normalizer = fit_fold_normalizer(out_dir, split, names, fc.normalization, fc.clip)
     folds = [f.to_json() for f in make_walk_forward(dates, fc)]
 
+    counts: dict[str, int] = {}
+    for reason in skipped.values():
+        counts[_reason_kind(reason)] = counts.get(_reason_kind(reason), 0) + 1
     meta = {
         "spec_version": FEATURE_SPEC_VERSION,
         "features": names,
         "window": fc.window,
         "horizon": fc.horizon,
+        "label_delay": fc.label_delay,
+        "max_label_gap_days": fc.max_label_gap_days,
+        "min_history_bars": need,
         "market_version": fs.name(market_dir),
-        "symbols": symbols,
+        "symbols": featurized,
+        "skipped": dict(sorted(skipped.items())),
+        "skipped_counts": counts,
         "n_rows": int(stats["n"].sum()),
         "date_min": str(pd.Timestamp(dates.min()).date()),
         "date_max": str(pd.Timestamp(dates.max()).date()),
@@ -117,8 +203,11 @@ def build_features(cfg: RaycastConfig) -> dict:
     }
     fs.write_text(fs.join(out_dir, "meta.json"), json.dumps(meta, indent=2))
     publish(features_base(cfg.storage), out_dir)
+    print(f"[raycast] {skip_summary(len(featurized), skipped)}", flush=True)
     return {k: meta[k] for k in ("spec_version", "n_rows", "date_min", "date_max", "split", "market_version")} | {
-        "n_symbols": len(symbols),
+        "n_symbols": len(featurized),
+        "n_skipped": len(skipped),
+        "skipped_counts": counts,
         "n_features": len(names),
         "path": fs.display(out_dir),
     }

@@ -2,7 +2,8 @@
 
 The sink runs in the same task as the featurizing map (Ray Data fuses them), so a block is written where it
 was computed; what the task returns is small: per-date row counts and the statistics the configured
-normalization merges (see ``raycast.features.normalize.partial_stats``).
+normalization merges (see ``raycast.features.normalize.partial_stats``), the rows written per symbol, and the
+symbols that could not be featurized with their reasons (placeholder rows, never written).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
@@ -21,21 +23,41 @@ from raycast.features.normalize import partial_stats
 class FeatureRowsSink(Datasink):
     """Writes each write task's feature rows as one Parquet file and returns their per-date statistics."""
 
-    def __init__(self, rows_dir: str, features: list[str], normalization: str):
+    def __init__(self, rows_dir: str, features: list[str], normalization: str, skip_column: str):
         self.rows_dir, self.features, self.normalization = rows_dir, features, normalization
-        self.stats: pd.DataFrame | None = None  # set on the driver once every task has written
+        self.skip_column = skip_column
+        # set on the driver once every task has written
+        self.stats: pd.DataFrame | None = None
+        self.rows_per_symbol: dict[str, int] = {}
+        self.skipped: dict[str, str] = {}
 
-    def write(self, blocks, ctx) -> pd.DataFrame:
+    def write(self, blocks, ctx) -> dict:
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
         table = pa.concat_tables(tables, promote_options="default") if tables else None
-        if table is None or table.num_rows == 0:  # only symbols shorter than the indicator warm-up
-            return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "n": pd.Series(dtype=np.int64)})
+        empty = pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "n": pd.Series(dtype=np.int64)})
+        if table is None or table.num_rows == 0:
+            return {"stats": empty, "rows": {}, "skipped": {}}
+        skipped = {}
+        if self.skip_column in table.column_names:
+            reasons = table.column(self.skip_column)
+            placeholder = pc.is_valid(reasons)
+            marked = table.filter(placeholder)
+            skipped = dict(zip(marked.column("symbol").to_pylist(), marked.column(self.skip_column).to_pylist()))
+            table = table.filter(pc.invert(placeholder)).drop_columns([self.skip_column])
+        if table.num_rows == 0:
+            return {"stats": empty, "rows": {}, "skipped": skipped}
         filesystem, path = fs.resolve(fs.join(self.rows_dir, f"part-{ctx.task_idx:05d}.parquet"))
         # Dictionary-encode the symbol only: pyarrow's default tries it on every float column too, which made the
         # write 5x slower and the file 45% larger for these never-repeating values. A retried task rewrites the
         # same file.
         pq.write_table(table, path, filesystem=filesystem, use_dictionary=["symbol"])
-        return partial_stats(table, self.features, self.normalization)
+        counts = pc.value_counts(table.column("symbol")).to_pylist()
+        rows = {str(c["values"]): int(c["counts"]) for c in counts}
+        return {"stats": partial_stats(table, self.features, self.normalization), "rows": rows, "skipped": skipped}
 
     def on_write_complete(self, write_result) -> None:
-        self.stats = pd.concat(write_result.write_returns, ignore_index=True)
+        results = write_result.write_returns
+        self.stats = pd.concat([r["stats"] for r in results], ignore_index=True)
+        for r in results:
+            self.rows_per_symbol |= r["rows"]
+            self.skipped |= r["skipped"]

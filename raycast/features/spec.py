@@ -4,6 +4,10 @@ One model is trained across hundreds of tickers, so every feature is scale-free:
 expressed relative to the close, volume-level ones relative to the symbol's own average volume, cumulative ones
 (OBV, A/D) as 20-day changes in units of average daily volume. Every feature at date t uses bars up to t only.
 Rows before every indicator has warmed up are dropped, never back-filled.
+
+Besides the features, each row carries the label (``target``) and a few raw market columns
+(:data:`MARKET_COLUMNS`) that evaluation needs to decide whether a row could have been traded; they are never
+model inputs.
 """
 
 from __future__ import annotations
@@ -42,6 +46,17 @@ ALL_FEATURES: tuple[str, ...] = INDICATOR_FEATURES + PRICE_VOLUME_FEATURES
 # needs 38 and MACD 33; we take the longest and keep a margin so that the EMAs have settled.
 WARMUP_BARS = 60
 
+LIQUIDITY_BARS = 20
+MARKET_COLUMNS: tuple[str, ...] = ("close", "volume", "dollar_volume_20d", "entry_volume")
+"""Raw columns kept beside the features for the tradable-universe filter: the close and volume of day t, the mean
+traded value (close x volume) over the last 20 bars, and the volume of the day the label's position is entered
+(t + label_delay; NaN when that day is not in the data yet). Not features: no model sees them."""
+
+
+def min_history_bars(window: int, horizon: int, label_delay: int) -> int:
+    """Bars a symbol needs for one full training window with a known label: warm-up + window + label span."""
+    return WARMUP_BARS + window + label_delay + horizon
+
 
 def check_feature_names(names: list[str] | None) -> list[str]:
     """Validate a configured feature subset, keeping the spec's order."""
@@ -72,9 +87,35 @@ def _cci(ta, high: pd.Series, low: pd.Series, close: pd.Series, length: int) -> 
     return (tp - mean) / (0.015 * pd.Series(mad, index=tp.index))
 
 
-def _indicators(df: pd.DataFrame) -> dict[str, pd.Series]:
-    import pandas_ta as ta  # imported here: its numba set-up costs seconds, not to be paid at import time
+class _NaNOnFailure:
+    """pandas-ta with every indicator call made total: ``None`` (pandas-ta's answer to a series shorter than the
+    indicator's length, or one it cannot compute) becomes all-NaN of the input's length, so a short, constant or
+    zero-volume history yields NaN rows, which the warm-up cut and the NaN filter below remove, instead of an
+    ``AttributeError`` somewhere downstream."""
 
+    MULTI_OUTPUT = frozenset({"macd", "stoch", "trix", "bbands", "kc", "adx"})
+
+    def __init__(self, ta, index: pd.Index):
+        self._ta, self._index = ta, index
+
+    def __getattr__(self, name: str):
+        fn = getattr(self._ta, name)
+
+        def call(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            if out is not None:
+                return out
+            if name in self.MULTI_OUTPUT:  # enough columns for any of their .iloc[:, k]
+                return pd.DataFrame(np.nan, index=self._index, columns=range(8))
+            return pd.Series(np.nan, index=self._index)
+
+        return call
+
+
+def _indicators(df: pd.DataFrame) -> dict[str, pd.Series]:
+    import pandas_ta  # imported here: its numba set-up costs seconds, not to be paid at import time
+
+    ta = _NaNOnFailure(pandas_ta, df.index)
     o, h, l, c, v = (df[k] for k in ("open", "high", "low", "close", "volume"))
     macd = ta.macd(c, fast=12, slow=26, signal=9)
     stoch = ta.stoch(h, l, c, k=14, d=3, smooth_k=3)
@@ -138,17 +179,25 @@ def _indicators(df: pd.DataFrame) -> dict[str, pd.Series]:
 
 
 def compute_symbol_features(
-    bars: pd.DataFrame, horizon: int = 1, features: list[str] | None = None
+    bars: pd.DataFrame,
+    horizon: int = 1,
+    features: list[str] | None = None,
+    label_delay: int = 1,
+    max_label_gap_days: int | None = None,
 ) -> pd.DataFrame:
-    """Features and target for one symbol's bars (sorted by date).
+    """Features, label and market columns for one symbol's bars (sorted by date).
 
-    Returns columns ``symbol, date, t, <features>, target`` (``t``: the bar's number within the symbol) where ``target`` is the close-to-close return from
-    date t to t+horizon (NaN for the last ``horizon`` rows, which are kept: serving predicts from them).
-    Rows inside the warm-up are dropped. A symbol with too little history yields an empty frame.
+    Returns columns ``symbol, date, t, <features>, target, <MARKET_COLUMNS>`` (``t``: the bar's number within the
+    symbol). ``target`` is the return a position entered at the close ``label_delay`` bars after t and held for
+    ``horizon`` bars earns: ``close[t+d+h] / close[t+d] - 1``. It is NaN for the last ``d + h`` rows (kept:
+    serving predicts from them) and, when ``max_label_gap_days`` is set, for labels whose bars t .. t+d+h span more
+    than ``d + h + max_label_gap_days`` business days (a halt inside the label: nobody could have traded it at
+    those prices on those days). Rows inside the warm-up are dropped. A symbol with too little history yields an
+    empty frame.
     """
     names = check_feature_names(features)
     if len(bars) <= WARMUP_BARS:
-        columns = ["symbol", "date", "t", *names, "target"]
+        columns = ["symbol", "date", "t", *names, "target", *MARKET_COLUMNS]
         return pd.DataFrame({c: pd.Series(dtype="float32") for c in columns}).astype(
             {"symbol": "str", "date": "datetime64[ns]", "t": "int32"}
         )
@@ -161,20 +210,58 @@ def compute_symbol_features(
     x = np.column_stack([values[name].to_numpy(dtype="float64") for name in names])
     x[np.isinf(x)] = np.nan
     close = bars["close"].to_numpy(dtype="float64")
-    target = np.full(len(bars), np.nan)
-    target[:-horizon] = close[horizon:] / close[:-horizon] - 1.0
+    volume = bars["volume"].to_numpy(dtype="float64")
+    dates = bars["date"].to_numpy(dtype="datetime64[ns]")
+    target = _label(close, dates, horizon, label_delay, max_label_gap_days)
+    market = np.column_stack(
+        [close, volume, _trailing_mean(close * volume, LIQUIDITY_BARS), _shifted(volume, label_delay)]
+    )
     t = np.arange(len(bars), dtype=np.int32)  # bar number: windows check contiguity with it
-    x, target, t = x[WARMUP_BARS:], target[WARMUP_BARS:], t[WARMUP_BARS:]
+    x, target, t, market = x[WARMUP_BARS:], target[WARMUP_BARS:], t[WARMUP_BARS:], market[WARMUP_BARS:]
     # A feature can still be undefined after warm-up (e.g. zero volume makes volume_ratio 0/0). Carry the last
     # value forward within this symbol only; what is still missing is dropped with the row.
     x = _forward_fill(x)
     keep = ~np.isnan(x).any(axis=1)
-    x, target, t = x[keep].astype(np.float32), target[keep].astype(np.float32), t[keep]
+    x, target, t, market = x[keep].astype(np.float32), target[keep].astype(np.float32), t[keep], market[keep]
     out = pd.DataFrame(x, columns=names)
     out.insert(0, "t", t)
-    out.insert(0, "date", bars["date"].to_numpy()[WARMUP_BARS:][keep])
+    out.insert(0, "date", dates[WARMUP_BARS:][keep])
     out.insert(0, "symbol", bars["symbol"].astype(str).to_numpy()[WARMUP_BARS:][keep])
     out["target"] = target
+    for i, name in enumerate(MARKET_COLUMNS):
+        out[name] = market[:, i]
+    return out
+
+
+def _label(
+    close: np.ndarray, dates: np.ndarray, horizon: int, delay: int, max_gap_days: int | None
+) -> np.ndarray:
+    """``close[t+delay+horizon] / close[t+delay] - 1`` per bar t; NaN where the bars run out or span a halt."""
+    span = delay + horizon
+    target = np.full(len(close), np.nan)
+    if len(close) <= span:
+        return target
+    target[:-span] = close[span:] / close[delay : len(close) - horizon] - 1.0
+    if max_gap_days is not None:
+        days = dates.astype("datetime64[D]")
+        elapsed = np.busday_count(days[:-span], days[span:])
+        target[:-span][elapsed > span + max_gap_days] = np.nan
+    return target
+
+
+def _trailing_mean(x: np.ndarray, length: int) -> np.ndarray:
+    """Mean of the last ``length`` values up to and including each position (NaN before ``length`` values)."""
+    out = np.full(len(x), np.nan)
+    if len(x) >= length:
+        csum = np.cumsum(np.r_[0.0, x])
+        out[length - 1 :] = (csum[length:] - csum[:-length]) / length
+    return out
+
+
+def _shifted(x: np.ndarray, ahead: int) -> np.ndarray:
+    """``x[t + ahead]`` at t (NaN past the end)."""
+    out = np.full(len(x), np.nan)
+    out[: len(x) - ahead] = x[ahead:]
     return out
 
 

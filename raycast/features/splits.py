@@ -1,7 +1,8 @@
 """Date splits with an embargo, and walk-forward folds.
 
-A training target at date t is the return realized at t + horizon. An embargo of at least ``horizon`` dates
-between the end of one period and the start of the next keeps every training target out of the period after it.
+A training target at date t is the return realized from t + label_delay to t + label_delay + horizon. An embargo
+of at least that span between the end of one period and the start of the next keeps every training target out of
+the period after it.
 """
 
 from __future__ import annotations
@@ -41,12 +42,18 @@ class Split:
         return cls(**{k: Period(pd.Timestamp(v["start"]), pd.Timestamp(v["end"])) for k, v in data.items()})
 
 
+def label_span(cfg: FeatureConfig) -> int:
+    """Dates after t that a label at t reaches into."""
+    return cfg.label_delay + cfg.horizon
+
+
 def _embargo(cfg: FeatureConfig) -> int:
-    embargo = cfg.horizon if cfg.split.embargo_days is None else cfg.split.embargo_days
-    if embargo < cfg.horizon:
+    span = label_span(cfg)
+    embargo = span if cfg.split.embargo_days is None else cfg.split.embargo_days
+    if embargo < span:
         raise ValueError(
-            f"features.split.embargo_days={embargo} is shorter than the target horizon {cfg.horizon}: "
-            "training targets would reach into the validation period"
+            f"features.split.embargo_days={embargo} is shorter than the label's span {span} (label_delay "
+            f"{cfg.label_delay} + horizon {cfg.horizon}): training targets would reach into the validation period"
         )
     return embargo
 
