@@ -35,6 +35,9 @@ class SyntheticConfig(Strict):
     n_sectors: int = Field(4, ge=1)
     signal_strength: float = Field(0.15, ge=0.0, le=1.0, description="0 gives a market with nothing to predict")
     bounce_bps: float = Field(0.0, ge=0, le=500, description="bid-ask bounce: noise on each printed close, in bps")
+    messy: bool = Field(
+        False, description="plant real-file oddities (late listings, halts, splits, odd tickers...): raycast.data.messy"
+    )
     seed: int = 0
 
 

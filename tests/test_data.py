@@ -464,3 +464,64 @@ def test_killed_ingest_leaves_previous_dataset_intact(tmp_path, stage):
     ingest(_cfg(storage, source="synthetic", synthetic={"n_symbols": 3, "n_days": 130}))
     assert not list(root.glob(".tmp-*")) and len(list(root.glob("v-*"))) == 2
     assert list_symbols(storage) == ["SYN000", "SYN001", "SYN002"]
+
+
+# ------------------------------------------------------------------------------------ history quality
+
+
+@pytest.fixture(scope="module")
+def messy():
+    from raycast.data.messy import make_messy
+
+    return make_messy(SyntheticConfig(n_symbols=16, n_days=300, signal_strength=0.2, seed=5))
+
+
+def test_quality_policies_count_and_handle_every_planted_oddity(messy):
+    from raycast.config import QualityConfig
+    from raycast.data.quality import apply_quality_policies
+
+    bars, rejected = validate_bars(messy.bars, "messy")
+    e = messy.expected
+    assert rejected["reason"].tolist() == ["duplicate"] * e["duplicates"]
+    assert set(e["odd_tickers"]) <= set(bars["symbol"])  # dots, dashes, suffixes and slashes are valid symbols
+
+    flagged, report = apply_quality_policies(bars, QualityConfig(splits="flag"))
+    assert flagged.equals(bars)  # flag changes nothing
+    assert report["splits"]["symbols"] == {e["split"]: 1} and report["halts"]["symbols"] == {e["halted"]: 1}
+    assert report["zero_volume"]["symbols"] == report["stale"]["symbols"] == {e["constant_stub"]: 1, e["stale"]: 1}
+    assert report["splits"]["found"][0]["ratio"] == 2.0
+
+    def closes(frame, symbol):
+        return frame.loc[frame["symbol"] == symbol, "close"].to_numpy()
+
+    adjusted, report = apply_quality_policies(bars, QualityConfig(splits="adjust"))
+    raw, fixed = closes(bars, e["split"]), closes(adjusted, e["split"])
+    assert np.abs(np.diff(np.log(raw))).max() > np.log(1.9)  # the jump is there before...
+    assert np.abs(np.diff(np.log(fixed))).max() < np.log(1.3)  # ...and gone after
+    half = len(raw) // 2
+    np.testing.assert_allclose(fixed[half:], raw[half:])  # post-split prices are the ones that trade today
+    np.testing.assert_allclose(fixed[: half - 1], raw[: half - 1] / 2.0)
+    assert len(adjusted) == len(bars) and report["splits"]["rows_cut"] == 0
+
+    cut, report = apply_quality_policies(bars, QualityConfig(splits="cut", halts="cut", stale="cut"))
+    removed = len(bars) - len(cut)
+    assert removed == sum(entry["rows_cut"] for entry in report.values()) > 0  # every removed row is counted
+    halted = cut.loc[cut["symbol"] == e["halted"], "date"]
+    assert np.busday_count(halted.to_numpy("datetime64[D]")[:-1], halted.to_numpy("datetime64[D]")[1:]).max() <= 1
+
+
+def test_split_detector_finds_nothing_in_an_ordinary_universe(universe_02):
+    from raycast.config import QualityConfig
+    from raycast.data.quality import apply_quality_policies
+
+    _, report = apply_quality_policies(universe_02.bars, QualityConfig())
+    assert all(entry["events"] == 0 for entry in report.values()), report
+
+
+def test_odd_tickers_survive_the_store(tmp_path, messy):
+    m = ingest(_cfg(tmp_path, source="synthetic", synthetic={"n_symbols": 16, "n_days": 300, "seed": 5, "messy": True}))
+    assert set(messy.expected["odd_tickers"]) <= set(m["symbols"]) == set(list_symbols(str(tmp_path)))
+    assert m["rejected"] == {"duplicate": 5} and m["quality"]["splits"]["events"] == 1
+    bars = read_bars(str(tmp_path), ["RDS/A", "BRK.B"])
+    assert sorted(bars["symbol"].unique()) == ["BRK.B", "RDS/A"] and len(bars) == 2 * 300
+    assert any(p.name == "symbol=RDS~2FA" for p in current_version_dir(str(tmp_path)).iterdir())

@@ -10,6 +10,7 @@ import pandas as pd
 from raycast import fs
 from raycast.config import IngestConfig, RaycastConfig
 from raycast.data.errors import DataError
+from raycast.data.quality import apply_quality_policies, quality_summary
 from raycast.data.store import MANIFEST, write_market_data
 from raycast.data.validate import validate_bars
 
@@ -24,6 +25,11 @@ def load_source(cfg: IngestConfig, label_delay: int = 1) -> tuple[pd.DataFrame, 
     if cfg.source == "synthetic":
         from raycast.data.synthetic import generate_synthetic
 
+        if cfg.synthetic.messy:
+            from raycast.data.messy import make_messy
+
+            messy = make_messy(cfg.synthetic, label_delay)
+            return messy.bars, "synthetic", ["synthetic:messy"], messy.synthetic.info | {"messy": messy.expected}
         universe = generate_synthetic(cfg.synthetic, label_delay)
         return universe.bars, "synthetic", ["synthetic"], universe.info
     if cfg.source == "sample":
@@ -44,7 +50,11 @@ def ingest(cfg: RaycastConfig) -> dict:
     if bars.empty:
         reasons = rejected["reason"].value_counts().to_dict()
         raise DataError(f"no valid rows in {', '.join(sources)} ({len(raw)} rows read; rejected: {reasons})")
-    version = write_market_data(cfg.storage, bars, rejected, {"sources": sources, "synthetic": synthetic})
+    bars, quality = apply_quality_policies(bars, cfg.ingest.quality)
+    print(f"[raycast] {quality_summary(quality)}", flush=True)
+    version = write_market_data(
+        cfg.storage, bars, rejected, {"sources": sources, "synthetic": synthetic, "quality": quality}
+    )
     manifest = json.loads(fs.read_text(fs.join(version, MANIFEST)))
     log.info(
         "ingested %d rows for %d symbols (%s to %s) into %s; %d rows rejected",

@@ -87,7 +87,7 @@ def market_dir(storage: str) -> fs.Location:
 
 
 def build_manifest(bars: pd.DataFrame, rejected: pd.DataFrame, base: dict | None = None) -> dict:
-    """``base`` (``sources``, ``synthetic``) completed with the fields derived from the data."""
+    """``base`` (``sources``, ``synthetic``, ``quality``) completed with the fields derived from the data."""
     base = dict(base or {})
     per_symbol = bars.groupby("symbol", sort=True).size()
     counts = reason_counts(rejected)
@@ -102,6 +102,7 @@ def build_manifest(bars: pd.DataFrame, rejected: pd.DataFrame, base: dict | None
         "rejected": counts,
         "rejected_total": int(sum(counts.values())),
         "synthetic": base.get("synthetic"),
+        "quality": base.get("quality"),
         "content_hash": content_hash(bars),
     }
 

@@ -1,0 +1,123 @@
+"""The oddities of real histories, found per symbol and handled by a configured policy (``ingest.quality``).
+
+Validation (``raycast.data.validate``) judges one row at a time; these checks need a symbol's whole history:
+
+* ``splits``: an unadjusted split, a one-day move whose close-to-close *and* previous-close-to-open ratios both lie
+  within ``split_tolerance`` of a common split ratio (2:1, 3:1, 3:2, ... or a reverse split). ``adjust`` divides
+  the earlier prices by the ratio (and multiplies their volume), ``cut`` starts the history at the split, ``flag``
+  only counts it. A real crash that happens to halve a price overnight looks the same; ``flag`` is there for
+  vendors whose files are already adjusted.
+* ``halts``: ``halt_days`` or more business days missing between two bars. Features run on over a halt (an
+  indicator sees bar after bar); labels that span one are dropped by the feature stage
+  (``features.max_label_gap_days``).
+* ``zero_volume``: ``zero_volume_days`` or more bars in a row without a trade.
+* ``stale``: ``stale_days`` or more bars in a row with the same close (a quote nobody updated).
+
+``flag`` keeps the bars; ``cut`` drops the history up to the end of the last occurrence, so the symbol restarts
+after it. Every occurrence is counted per symbol in the market manifest's ``quality`` section, with the rows a
+policy removed, so nothing disappears unaccounted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from raycast.config import QualityConfig
+from raycast.data.schema import PRICE_COLUMNS, canonical_bars
+
+CHECKS = ("splits", "halts", "zero_volume", "stale")
+
+
+def _run_ends(mask: np.ndarray, min_length: int) -> np.ndarray:
+    """Indices one past the end of every run of True at least ``min_length`` long."""
+    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return ends[ends - starts >= min_length]
+
+
+def find_splits(bars: pd.DataFrame, cfg: QualityConfig) -> list[tuple[int, float]]:
+    """(bar index of the first post-split bar, ratio) for each unadjusted split in one symbol's sorted bars.
+
+    The ratio is old price / new price: 2.0 for a 2-for-1 split, 0.1 for a 1-for-10 reverse split.
+    """
+    close, open_ = bars["close"].to_numpy(), bars["open"].to_numpy()
+    if len(close) < 2:
+        return []
+    ratios = np.array(sorted({*cfg.split_ratios, *(1.0 / r for r in cfg.split_ratios)}))
+    by_close, by_open = close[:-1] / close[1:], close[:-1] / open_[1:]
+    nearest = ratios[np.abs(np.log(by_close)[:, None] - np.log(ratios)[None, :]).argmin(axis=1)]
+    hit = (np.abs(by_close / nearest - 1) < cfg.split_tolerance) & (np.abs(by_open / nearest - 1) < 2 * cfg.split_tolerance)
+    return [(int(i) + 1, float(nearest[i])) for i in np.flatnonzero(hit)]
+
+
+def find_events(bars: pd.DataFrame, cfg: QualityConfig) -> dict[str, list[int]]:
+    """Per check, the bar index each occurrence ends at (the first bar a ``cut`` keeps)."""
+    days = bars["date"].to_numpy("datetime64[D]")
+    missing = np.busday_count(days[:-1], days[1:]) - 1 if len(days) > 1 else np.zeros(0, dtype=int)
+    close = bars["close"].to_numpy()
+    unchanged = np.r_[False, close[1:] == close[:-1]]
+    return {
+        "splits": [i for i, _ in find_splits(bars, cfg)],
+        "halts": (np.flatnonzero(missing >= cfg.halt_days) + 1).tolist(),
+        "zero_volume": _run_ends(bars["volume"].to_numpy() == 0, cfg.zero_volume_days).tolist(),
+        # a run of k unchanged closes is k + 1 bars at one price
+        "stale": _run_ends(unchanged, cfg.stale_days - 1).tolist(),
+    }
+
+
+def _adjust_splits(bars: pd.DataFrame, splits: list[tuple[int, float]]) -> pd.DataFrame:
+    factor = np.ones(len(bars))
+    for index, ratio in splits:
+        factor[:index] /= ratio
+    out = bars.copy()
+    for col in PRICE_COLUMNS:
+        out[col] = out[col].to_numpy() * factor
+    out["volume"] = out["volume"].to_numpy() / factor
+    return out
+
+
+def apply_quality_policies(bars: pd.DataFrame, cfg: QualityConfig) -> tuple[pd.DataFrame, dict]:
+    """Canonical bars with the configured policies applied, and the report for the manifest.
+
+    The report has, per check: ``policy``, ``events`` (occurrences), ``symbols`` ({symbol: occurrences}),
+    ``rows_cut`` (bars a ``cut`` removed); splits also list ``{symbol, date, ratio}``.
+    """
+    policy = {"splits": cfg.splits, "halts": cfg.halts, "zero_volume": cfg.zero_volume, "stale": cfg.stale}
+    report = {c: {"policy": policy[c], "events": 0, "symbols": {}, "rows_cut": 0} for c in CHECKS}
+    report["splits"]["found"] = []
+    parts = []
+    for symbol, group in bars.groupby("symbol", sort=True):
+        group = group.reset_index(drop=True)
+        splits = find_splits(group, cfg)
+        report["splits"]["found"] += [
+            {"symbol": str(symbol), "date": str(group["date"].iloc[i].date()), "ratio": round(r, 4)} for i, r in splits
+        ]
+        if splits and cfg.splits == "adjust":
+            group = _adjust_splits(group, splits)
+        events = find_events(group, cfg) | {"splits": [i for i, _ in splits]}  # found before any adjustment
+        start = 0
+        for check, ends in events.items():
+            if not ends:
+                continue
+            entry = report[check]
+            entry["events"] += len(ends)
+            entry["symbols"][str(symbol)] = len(ends)
+            if policy[check] == "cut" and ends[-1] > start:
+                entry["rows_cut"] += ends[-1] - start
+                start = ends[-1]
+        parts.append(group.iloc[start:])
+    out = pd.concat(parts, ignore_index=True) if parts else bars
+    return canonical_bars(out, check=False), report
+
+
+def quality_summary(report: dict) -> str:
+    """One line for the console: ``quality: 3 splits adjusted (2 symbols), 5 halts flagged (4 symbols), ...``."""
+    done = {"flag": "flagged", "cut": "cut", "adjust": "adjusted"}
+    parts = [
+        f"{entry['events']} {check.replace('_', '-')} {done[entry['policy']]} ({len(entry['symbols'])} symbols)"
+        + (f", {entry['rows_cut']} rows cut" if entry["rows_cut"] else "")
+        for check, entry in report.items()
+        if entry["events"]
+    ]
+    return "quality: " + (", ".join(parts) if parts else "nothing to report")
