@@ -2,7 +2,8 @@
 
 A version holds everything needed to reproduce a prediction: the weights (plain tensors, read back with
 ``torch.load(weights_only=True)`` so nothing arbitrary is ever unpickled), the feature spec and normalization
-statistics, model hyperparameters, target standardization, metrics, the data range and the code version.
+statistics, model hyperparameters, target standardization, metrics, the data range, the code version and the
+dataset versions it was trained on (see :mod:`raycast.lineage`).
 
     registry/<version>/model.json
     registry/<version>/weights/{lstm,cnn,attention,ensemble_head}.pt
@@ -27,12 +28,9 @@ import torch
 
 from raycast import fs
 from raycast.features.normalize import Normalizer
+from raycast.lineage import list_versions, registry_dir, with_lineage
 
 HEAD = "ensemble_head"
-
-
-def registry_dir(storage: str) -> fs.Location:
-    return fs.join(storage, "registry")
 
 
 def code_version() -> str:
@@ -52,7 +50,11 @@ def code_version() -> str:
 
 
 def save_version(storage: str, spec: dict, weights: dict[str, dict[str, torch.Tensor]]) -> str:
-    """Write a new registry version atomically (see the module docstring); returns its name."""
+    """Write a new registry version atomically (see the module docstring); returns its name.
+
+    The spec's feature dataset lineage is recorded from that dataset's own metadata (:mod:`raycast.lineage`).
+    """
+    spec = with_lineage(storage, spec)
     base = registry_dir(storage)
     version = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     tmp = fs.join(base, version if fs.is_remote(base) else f".tmp-{version}")
@@ -75,13 +77,6 @@ def update_metrics(storage: str, version: str, metrics: dict) -> None:
     spec = json.loads(fs.read_text(path))
     spec["metrics"] = metrics
     fs.write_text(path, json.dumps(spec, indent=2, default=str))
-
-
-def list_versions(storage: str) -> list[dict]:
-    """Every version's model.json, oldest first."""
-    base = registry_dir(storage)
-    specs = (fs.join(base, name, "model.json") for name in fs.list_names(base, dirs_only=True) if not name.startswith("."))
-    return [json.loads(fs.read_text(path)) for path in specs if fs.is_file(path)]
 
 
 def resolve_version(storage: str, version: str | None = None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection
 
 from raycast import fs
 from raycast.fs import Location
@@ -25,11 +26,16 @@ def new_version_dir(base: Location) -> Location:
     return path
 
 
-def publish(base: Location, version_dir: Location, keep: int = 2) -> None:
-    """Point ``base/CURRENT`` at ``version_dir`` atomically, then prune all but the newest ``keep`` versions."""
+def publish(base: Location, version_dir: Location, keep: int = 2, protected: Collection[str] = ()) -> None:
+    """Point ``base/CURRENT`` at ``version_dir`` atomically, then prune all but the newest ``keep`` versions.
+
+    Versions named in ``protected`` (those registered models were trained on) are never pruned, nor counted.
+    """
     current = fs.name(version_dir)
     fs.write_text(fs.join(base, CURRENT), current + "\n")
-    versions = [n for n in fs.list_names(base, dirs_only=True) if n.startswith("v-") and n != current]
+    versions = [
+        n for n in fs.list_names(base, dirs_only=True) if n.startswith("v-") and n != current and n not in protected
+    ]
     for old in versions[: max(0, len(versions) - (keep - 1))]:
         fs.delete_dir(fs.join(base, old))
 

@@ -23,6 +23,7 @@ from raycast.evaluate.report import ReportInputs, write_report
 from raycast.evaluate.walk_forward import aggregate_folds
 from raycast.features.splits import Period, Split, make_walk_forward
 from raycast.features.store import FeatureBlocks, current_features_dir, load_meta, read_feature_frame
+from raycast.lineage import model_features_dir
 from raycast.registry import Predictor, load_predictor, update_metrics
 
 BASELINES = ("zero", "momentum", "ridge")
@@ -62,14 +63,16 @@ def fit_ridge_baseline(blocks: FeatureBlocks, split: Split, alpha: float):
     return fit_ridge(blocks.x[ends], blocks.y[ends], alpha)
 
 
-def _canary(storage: str, test: pd.DataFrame) -> str | None:
+def _canary(storage: str, market_version: str | None, test: pd.DataFrame) -> str | None:
     """For synthetic data the generator knows the best achievable IC: say how close the ensemble came."""
-    try:
-        from raycast.data.store import read_manifest
+    from raycast.data.store import MANIFEST, market_dir
 
-        synthetic = read_manifest(storage).get("synthetic")
-    except FileNotFoundError:
+    if not market_version:
         return None
+    manifest = fs.join(market_dir(storage), market_version, MANIFEST)  # the data the model was trained on
+    if not fs.is_file(manifest):
+        return None
+    synthetic = json.loads(fs.read_text(manifest)).get("synthetic")
     if not synthetic:
         return None
     ic = test.loc["ensemble", "ic"] if "ensemble" in test.index else float("nan")
@@ -96,7 +99,8 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
     predictor = load_predictor(cfg.storage, version or cfg.serve.version)
     spec = predictor.spec
     split = Split.from_json(spec["split"])
-    blocks = FeatureBlocks(read_feature_frame(current_features_dir(cfg.storage)), predictor.normalizer, predictor.window)
+    # The model's own feature dataset: a later rebuild (another horizon, say) must not change its targets.
+    blocks = FeatureBlocks(read_feature_frame(model_features_dir(cfg.storage, spec)), predictor.normalizer, predictor.window)
     ridge = fit_ridge_baseline(blocks, split, cfg.evaluate.ridge_alpha)
     names = [*predictor.bases, "ensemble", *BASELINES]
     val = predictions_frame(predictor, blocks, split.val, ridge)
@@ -121,7 +125,7 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
                 test_predictions=test[["symbol", "date", "target", *names]],
                 data_range=(str(blocks.dates.min())[:10], str(blocks.dates.max())[:10]),
                 splits={k: f"{v['start']} .. {v['end']}" for k, v in spec["split"].items()},
-                canary=_canary(cfg.storage, test_metrics),
+                canary=_canary(cfg.storage, spec["features"].get("market_version"), test_metrics),
                 training_history={k: v for k, v in (history or {}).items() if k != "ensemble"} or None,
                 ensemble_weights=test[["symbol", "date", *[c for c in test if c.startswith("w_")]]],
                 attention=_attention_map(predictor, blocks, split.test),
@@ -170,22 +174,23 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
     from raycast.train.run import train
     from raycast.features.store import fit_fold_normalizer
 
-    features_dir = current_features_dir(cfg.storage)
+    features_dir = current_features_dir(cfg.storage)  # resolved once: every fold trains and scores on this one
+    meta = load_meta(features_dir)
     frame = read_feature_frame(features_dir)
     folds = make_walk_forward(frame["date"], cfg.features)
-    names = load_meta(features_dir).features
+    names = meta.features
     summaries, rows = [], []
     for k, fold in enumerate(folds):
         print(f"[raycast] walk-forward fold {k + 1}/{len(folds)}: test {fold.test.start.date()}..{fold.test.end.date()}", flush=True)
         normalizer = fit_fold_normalizer(
             features_dir, fold, names, cfg.features.normalization, cfg.features.clip
         )
-        trained = train(cfg, split=fold, normalizer=normalizer, register=False)
+        trained = train(cfg, split=fold, normalizer=normalizer, register=False, features_dir=features_dir)
         predictor = Predictor(trained.spec | {"version": f"fold-{k}"}, trained.bases, trained.ensemble, torch.device("cpu"))
         blocks = FeatureBlocks(frame, normalizer, predictor.window)
         ridge = fit_ridge_baseline(blocks, fold, cfg.evaluate.ridge_alpha)
         test = predictions_frame(predictor, blocks, fold.test, ridge)
-        summary = fold_summary(cfg, test, [*predictor.bases, "ensemble", *BASELINES], cfg.features.horizon)
+        summary = fold_summary(cfg, test, [*predictor.bases, "ensemble", *BASELINES], meta.horizon)
         summaries.append(summary)
         rows.append(summary.assign(fold=k, test_start=fold.test.start, test_end=fold.test.end).reset_index())
     table = aggregate_folds(summaries)

@@ -202,7 +202,7 @@ def build_features(cfg: RaycastConfig) -> dict:
         "normalizer": normalizer.to_json(),
     }
     fs.write_text(fs.join(out_dir, "meta.json"), json.dumps(meta, indent=2))
-    publish(features_base(cfg.storage), out_dir)
+    publish(features_base(cfg.storage), out_dir, protected=referenced_versions(cfg.storage, "features"))
     print(f"[raycast] {skip_summary(len(featurized), skipped)}", flush=True)
     return {k: meta[k] for k in ("spec_version", "n_rows", "date_min", "date_max", "split", "market_version")} | {
         "n_symbols": len(featurized),

@@ -67,6 +67,7 @@ def absolute_storage(storage: str) -> str:
 
 def build_app(args: ServeArgs) -> Application:
     """Ingress -> Ensemble -> one deployment per base model, composed through DeploymentHandles."""
+    from raycast.lineage import model_features_dir
     from raycast.registry import load_spec, resolve_version
     from raycast.serve.deployments import BaseModel as BaseDeployment
     from raycast.serve.deployments import Ensemble, Ingress
@@ -74,6 +75,7 @@ def build_app(args: ServeArgs) -> Application:
     storage = absolute_storage(args.storage)
     version = resolve_version(storage, args.version)
     spec = load_spec(storage, version)
+    model_features_dir(storage, spec)  # a model whose data is gone fails here, with its name, not in a replica
     common = {
         "num_replicas": args.replicas,
         "max_ongoing_requests": args.max_ongoing_requests,

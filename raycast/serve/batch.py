@@ -59,7 +59,8 @@ def predict_universe(cfg: RaycastConfig, date: str | None = None, end_date: str 
     """
     import ray
 
-    from raycast.features.store import current_features_dir, load_meta
+    from raycast.features.store import load_meta
+    from raycast.lineage import model_features_dir
     from raycast.registry import load_spec, resolve_version
     from raycast.runtime import init_ray
     from raycast.serve.features import StoredFeatures
@@ -68,7 +69,7 @@ def predict_universe(cfg: RaycastConfig, date: str | None = None, end_date: str 
     start, end = _parse_date(date, "--date"), _parse_date(end_date, "--end-date")
     version = resolve_version(cfg.storage, cfg.serve.version)
     spec = load_spec(cfg.storage, version)
-    features_dir = current_features_dir(cfg.storage)
+    features_dir = model_features_dir(cfg.storage, spec)  # what the model was trained on, not the newest build
     index = StoredFeatures.load(cfg.storage, spec, since=start, features_dir=features_dir)
     if start is None:  # the newest date any symbol has
         start = max((index.date_range(s)[1] for s in index.symbols), default=None)

@@ -1,9 +1,10 @@
 """Stored feature rows held in memory, normalized once, so a prediction's window is an index lookup.
 
-A replica loads the current feature dataset at start, normalizes it with the served model's statistics (the
-ones training used) and keeps, per symbol, the rows that end a full window. A request for (symbol, as_of) is
-then a dict lookup and a binary search; the window itself is cut by :func:`raycast.features.windows.cut_windows`,
-the function training and evaluation use, so served inputs cannot drift from trained ones.
+A replica loads the feature dataset the served model was trained on (not necessarily the current one) at start,
+normalizes it with the model's statistics (the ones training used) and keeps, per symbol, the rows that end a
+full window. A request for (symbol, as_of) is then a dict lookup and a binary search; the window itself is cut
+by :func:`raycast.features.windows.cut_windows`, the function training and evaluation use, so served inputs
+cannot drift from trained ones.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import pandas as pd
 
 from raycast import fs
 from raycast.features.normalize import Normalizer
-from raycast.features.store import FeatureBlocks, current_features_dir, read_feature_frame
+from raycast.features.store import FeatureBlocks, read_feature_frame
 from raycast.features.windows import cut_windows
+from raycast.lineage import model_features_dir
 from raycast.serve.errors import RequestError
 
 
@@ -42,9 +44,9 @@ class StoredFeatures:
 
     @classmethod
     def load(cls, storage: str, spec: dict, since: dt.date | None = None, features_dir: fs.Location | None = None) -> StoredFeatures:
-        """The current feature dataset (rows from a little before ``since`` when given), normalized for ``spec``."""
+        """``spec``'s own feature dataset (rows from a little before ``since`` when given), normalized for it."""
         window = int(spec["features"]["window"])
-        features_dir = features_dir or current_features_dir(storage)
+        features_dir = features_dir or model_features_dir(storage, spec)
         filters = None
         if since is not None:
             # Enough earlier rows for the first window ending on ``since``, with room for holidays.

@@ -76,6 +76,7 @@ def fit_ensemble(
     spec_stub = {"features": {"features": normalizer.features, "window": window}, "models": cfg.models.model_dump()}
     bases = {n: build_base(spec_stub, n, fits[n].state_dict) for n in members}
     mean, std = target
+    horizon = load_meta(features_dir).horizon  # the targets' horizon is the dataset's, whatever the config says now
     blocks = period_blocks(features_dir, split, normalizer, window, split.val.start)
     val_ends = blocks.ends(split.val)
     outputs = base_outputs(bases, blocks.x, val_ends, window)
@@ -91,11 +92,11 @@ def fit_ensemble(
         "members": members,
         "models": cfg.models.model_dump(),
         "train": cfg.train.model_dump(),
-        "target": {"mean": mean, "std": std, "horizon": cfg.features.horizon},
+        "target": {"mean": mean, "std": std, "horizon": horizon},
         "features": {
             "features": normalizer.features,
             "window": window,
-            "horizon": cfg.features.horizon,
+            "horizon": horizon,
             "normalizer": normalizer.to_json(),
             "features_version": fs.name(features_dir),
         },
@@ -106,14 +107,21 @@ def fit_ensemble(
     return TrainedEnsemble(run_id, run_dir, fits, bases, ensemble.eval(), history, spec)
 
 
-def train(cfg: RaycastConfig, split: Split | None = None, normalizer: Normalizer | None = None, register: bool = True) -> TrainedEnsemble:
+def train(
+    cfg: RaycastConfig,
+    split: Split | None = None,
+    normalizer: Normalizer | None = None,
+    register: bool = True,
+    features_dir: fs.Location | None = None,
+) -> TrainedEnsemble:
     """Fit the configured base models and the ensemble; register the result unless ``register`` is False.
 
-    ``split`` and ``normalizer`` default to the feature dataset's own; walk-forward folds pass theirs.
+    ``features_dir`` defaults to the current feature dataset, ``split`` and ``normalizer`` to that dataset's own;
+    walk-forward folds pass theirs.
     """
     from raycast.runtime import init_ray
 
-    features_dir = current_features_dir(cfg.storage)
+    features_dir = features_dir or current_features_dir(cfg.storage)
     meta = load_meta(features_dir)
     split = split or meta.split
     normalizer = normalizer or meta.normalizer

@@ -86,16 +86,14 @@ def fold_job(cfg: RaycastConfig, model: str, fold: Fold, window: int, features_d
 
 def load_head_data(cfg: RaycastConfig) -> HeadData:
     """Outputs of the newest registered version's bases on its validation period (what its head trained on)."""
-    from raycast.features.store import current_features_dir, features_base
+    from raycast.lineage import model_features_dir
     from raycast.registry import load_predictor
     from raycast.train.ensemble import base_outputs
     from raycast.train.run import period_blocks
 
     predictor = load_predictor(cfg.storage)
     spec = predictor.spec
-    features_dir = fs.join(features_base(cfg.storage), spec["features"].get("features_version", ""))
-    if not spec["features"].get("features_version") or not fs.is_dir(features_dir):
-        features_dir = current_features_dir(cfg.storage)
+    features_dir = model_features_dir(cfg.storage, spec)
     split = Split.from_json(spec["split"])
     blocks = period_blocks(features_dir, split, predictor.normalizer, predictor.window, split.val.start)
     ends = blocks.ends(split.val)
