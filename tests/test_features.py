@@ -287,3 +287,44 @@ def test_models_give_finite_predictions_on_windows_from_the_real_sample():
             assert torch.isfinite(model(torch.as_tensor(x))).all()
         pred, details = create_ensemble_model(bases).eval()(torch.as_tensor(x))
     assert pred.shape == (64, 1) and torch.isfinite(pred).all()
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_messy_universe_featurizes_what_it_can_and_names_the_rest(tmp_path, capsys):
+    """Short histories, a constant stub and a corrupt file are skipped with their reasons; nothing else is lost."""
+    from conftest import small_config
+
+    from raycast.data.ingest import ingest
+    from raycast.data.store import DATA_FILE, current_version_dir, symbol_dir_name
+    from raycast.features.pipeline import build_features
+    from raycast.features.spec import min_history_bars
+    from raycast.features.store import current_features_dir, read_feature_frame
+
+    cfg = small_config(tmp_path, ingest={"synthetic": {"n_symbols": 16, "n_days": 300, "seed": 5, "messy": True}})
+    manifest = ingest(cfg)
+    expected = manifest["synthetic"]["messy"]
+    # a file damaged after ingest: its symbol must fail alone, with a reason, inside the Ray task
+    (current_version_dir(cfg.storage) / symbol_dir_name("BF-B") / DATA_FILE).write_bytes(b"not parquet")
+    summary = build_features(cfg)
+
+    meta = json.loads((current_features_dir(cfg.storage) / "meta.json").read_text())
+    need = min_history_bars(cfg.features.window, cfg.features.horizon, cfg.features.label_delay)
+    skipped = meta["skipped"]
+    assert set(skipped) == {*expected["too_few_bars"], expected["constant_stub"], "BF-B"}
+    for short in expected["too_few_bars"]:
+        assert skipped[short] == f"too few bars (40 < {need})"
+    assert skipped[expected["constant_stub"]].startswith("no complete feature row")
+    assert skipped["BF-B"].startswith("features failed: ") and "BF-B" not in meta["symbols"]
+    assert meta["skipped_counts"] == {"too few bars": 2, "no complete feature row": 1, "features failed": 1}
+    assert summary["n_symbols"] == 16 - 4 and summary["n_skipped"] == 4
+    out = capsys.readouterr().out
+    assert "featurized 12 symbols, skipped 4: " in out and "too few bars (2): " in out
+
+    rows = read_feature_frame(current_features_dir(cfg.storage))
+    assert sorted(rows["symbol"].unique()) == meta["symbols"]
+    assert {"BRK.B", "0700.HK", "RDS/A"} <= set(meta["symbols"])
+    # the halt's labels are gone, the rest of the halted symbol is there
+    halted = rows[rows["symbol"] == expected["halted"]]
+    late = rows[rows["symbol"] == expected["late_listing"]]
+    assert halted["target"].isna().sum() == cfg.features.label_delay + cfg.features.horizon + 2
+    assert late["date"].min() > rows["date"].min() and late["target"].notna().sum() > 50

@@ -65,8 +65,8 @@ def featurize_symbols(batch: pd.DataFrame, market_dir: str, features: list[str],
 def _placeholder(symbol: str, features: list[str]) -> pd.DataFrame:
     """One row with the feature rows' columns and dtypes (so the batch keeps its schema), standing for ``symbol``."""
     empty = compute_symbol_features(pd.DataFrame(columns=["date", "open", "high", "low", "close", "volume"]), features=features)
-    row = pd.DataFrame({c: pd.Series([None], dtype=empty[c].dtype) for c in empty.columns})
-    return row.assign(symbol=symbol, t=np.int32(-1)).astype({"t": "int32"})
+    row = empty.reindex([0])  # one all-missing row: floats NaN, the date NaT
+    return row.assign(symbol=symbol, t=np.int32(-1)).astype(empty.dtypes.to_dict() | {"symbol": "str"})
 
 
 def _bars_file(market_dir: str, symbol: str):
