@@ -77,7 +77,11 @@ class QualityConfig(Strict):
         [2, 3, 4, 5, 8, 10, 20, 1.5, 1.25], description="split ratios looked for, each also as a reverse split"
     )
     split_tolerance: float = Field(
-        0.02, gt=0, lt=0.2, description="relative distance of a one-day move's ratio from a split ratio"
+        0.03,
+        gt=0,
+        lt=0.2,
+        description="how close the overnight gap (previous close / open) must come to a split ratio; the day's close "
+        "may stray four times as far (a split day has its own return on top)",
     )
 
 

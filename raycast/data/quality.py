@@ -2,8 +2,8 @@
 
 Validation (``raycast.data.validate``) judges one row at a time; these checks need a symbol's whole history:
 
-* ``splits``: an unadjusted split, a one-day move whose close-to-close *and* previous-close-to-open ratios both lie
-  within ``split_tolerance`` of a common split ratio (2:1, 3:1, 3:2, ... or a reverse split). ``adjust`` divides
+* ``splits``: an unadjusted split, an overnight gap (previous close to open) within ``split_tolerance`` of a common
+  split ratio (2:1, 3:1, 3:2, ... or a reverse split) whose day closes within four times that of the same ratio. ``adjust`` divides
   the earlier prices by the ratio (and multiplies their volume), ``cut`` starts the history at the split, ``flag``
   only counts it. A real crash that happens to halve a price overnight looks the same; ``flag`` is there for
   vendors whose files are already adjusted.
@@ -46,8 +46,8 @@ def find_splits(bars: pd.DataFrame, cfg: QualityConfig) -> list[tuple[int, float
         return []
     ratios = np.array(sorted({*cfg.split_ratios, *(1.0 / r for r in cfg.split_ratios)}))
     by_close, by_open = close[:-1] / close[1:], close[:-1] / open_[1:]
-    nearest = ratios[np.abs(np.log(by_close)[:, None] - np.log(ratios)[None, :]).argmin(axis=1)]
-    hit = (np.abs(by_close / nearest - 1) < cfg.split_tolerance) & (np.abs(by_open / nearest - 1) < 2 * cfg.split_tolerance)
+    nearest = ratios[np.abs(np.log(by_open)[:, None] - np.log(ratios)[None, :]).argmin(axis=1)]
+    hit = (np.abs(by_open / nearest - 1) < cfg.split_tolerance) & (np.abs(by_close / nearest - 1) < 4 * cfg.split_tolerance)
     return [(int(i) + 1, float(nearest[i])) for i in np.flatnonzero(hit)]
 
 
