@@ -22,7 +22,7 @@ from raycast.features.store import current_features_dir, features_base, load_met
 from raycast.lineage import model_features_dir
 from raycast.storage import new_version_dir, publish
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # ingest, features, evaluation and batch scoring end to end (no training)
 
 
 def with_version(cfg, version: str, **features):
@@ -38,11 +38,18 @@ def versions(base) -> set[str]:
     return {n for n in fs.list_names(base, dirs_only=True) if n.startswith("v-")}
 
 
+def without_timings(value):
+    """Everything evaluation measured about the predictions; wall-clock times are not that."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if not k.endswith("seconds") and k != "report"}
+    return [without_timings(v) for v in value] if isinstance(value, list) else value
+
+
 def registered_metrics(cfg, version: str) -> str:
     from raycast.registry import load_spec
 
     # JSON text: floats compared by their exact repr, NaN (the constant baseline's IC) equal to itself
-    return json.dumps({k: v for k, v in load_spec(cfg.storage, version)["metrics"].items() if k != "report"}, sort_keys=True)
+    return json.dumps(without_timings(load_spec(cfg.storage, version)["metrics"]), sort_keys=True)
 
 
 def served_answers(cfg, version: str) -> list[dict]:
@@ -98,6 +105,7 @@ def rebuilt(ray_session, tmp_path_factory):
     return {"cfg": later, "version": version, "market_v1": market_v1, "features_v1": features_v1, "before": before, "tmp": tmp}
 
 
+@slow
 def test_registered_version_records_its_lineage(rebuilt):
     from raycast.registry import load_spec
 
@@ -109,6 +117,7 @@ def test_registered_version_records_its_lineage(rebuilt):
     assert (recorded["spec_version"], recorded["window"], recorded["horizon"]) == (meta["spec_version"], meta["window"], 1)
 
 
+@slow
 def test_rebuilt_data_really_differs(rebuilt):
     """Guards the tests below: after the rebuild, the current data would give other targets and other windows."""
     cfg = rebuilt["cfg"]
@@ -119,6 +128,7 @@ def test_rebuilt_data_really_differs(rebuilt):
     assert not old["target"].equals(new["target"]) and not old["return_1d"].equals(new["return_1d"])
 
 
+@slow
 def test_old_model_metrics_are_bit_identical_after_rebuild(rebuilt):
     from raycast.evaluate.evaluate import evaluate_version
 
@@ -127,12 +137,14 @@ def test_old_model_metrics_are_bit_identical_after_rebuild(rebuilt):
     assert registered_metrics(cfg, version) == rebuilt["before"]["metrics"]
 
 
+@slow
 def test_old_model_batch_signal_and_served_answers_are_unchanged(rebuilt):
     cfg, version = rebuilt["cfg"], rebuilt["version"]
     pd.testing.assert_frame_equal(batch_signal(cfg, rebuilt["tmp"], "after"), rebuilt["before"]["signal"], check_exact=True)
     assert served_answers(cfg, version) == rebuilt["before"]["served"]
 
 
+@slow
 def test_pruning_keeps_the_versions_registered_models_use(rebuilt):
     storage = rebuilt["cfg"].storage
     # three publications each, pruning keeps the current and previous ones: the third is the registered model's
@@ -147,6 +159,25 @@ def test_publish_prunes_all_but_the_newest_and_the_protected(tmp_path):
     assert versions(base) == {made[0], made[3], made[4]}
 
 
+def test_registration_refuses_a_spec_its_dataset_contradicts(tmp_path):
+    from raycast.lineage import with_lineage
+
+    storage = str(tmp_path / "store")
+    dataset = fs.join(features_base(storage), "v-1")
+    fs.makedirs(dataset)
+    meta = {"spec_version": "1.0", "window": 30, "horizon": 1, "market_version": "v-m"}
+    fs.write_text(fs.join(dataset, "meta.json"), json.dumps(meta))
+    spec = {"features": {"features_version": "v-1", "window": 30, "horizon": 1}}
+    assert with_lineage(storage, spec)["features"] == {"features_version": "v-1", **meta}
+    with pytest.raises(ValueError, match=r"disagrees with feature dataset v-1: horizon 2 \(dataset: 1\)"):
+        with_lineage(storage, {"features": spec["features"] | {"horizon": 2}})
+    with pytest.raises(ValueError, match="features.features_version"):
+        with_lineage(storage, {"features": {"window": 30, "horizon": 1}})
+    with pytest.raises(FileNotFoundError, match="feature dataset v-2 is missing"):
+        with_lineage(storage, {"features": spec["features"] | {"features_version": "v-2"}})
+
+
+@slow
 def test_legacy_entry_without_lineage_uses_current_features_only_when_they_match(rebuilt, caplog):
     cfg = rebuilt["cfg"]
     current = current_features_dir(cfg.storage)
@@ -160,6 +191,7 @@ def test_legacy_entry_without_lineage_uses_current_features_only_when_they_match
         model_features_dir(cfg.storage, mismatched)
 
 
+@slow
 def test_model_whose_data_is_gone_fails_before_serving_naming_it(rebuilt):
     """Runs last in this module: it deletes the model's feature dataset."""
     from raycast.evaluate.evaluate import evaluate_version
