@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from raycast import fs
+from raycast import credentials, fs
 from raycast.config import ConfigError, RaycastConfig, load_config, parse_overrides
 
 app = typer.Typer(help="Train and serve next-day-return models over many tickers on Ray.", no_args_is_help=True)
@@ -32,12 +32,12 @@ def _load(config: Path | None, sets: list[str] | None, **overrides: Any) -> Rayc
 
 
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {credentials.redact(message)}", err=True)
     raise typer.Exit(2)
 
 
 def _print(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
+    typer.echo(credentials.redact(json.dumps(data, indent=2, default=str)))
 
 
 def _run(fn, *args):
@@ -191,7 +191,7 @@ def models_list(config: ConfigOpt = None, storage: StorageOpt = None) -> None:
     cfg = _load(config, None, storage=storage)
     rows = list_versions(cfg.storage)
     if not rows:
-        typer.echo(f"no models registered in {cfg.storage}")
+        typer.echo(f"no models registered in {fs.display(cfg.storage)}")
     for spec in rows:
         test = (spec.get("metrics") or {}).get("test", {}).get("ensemble", {})
         ic = f"test IC {test['ic']:+.4f}" if "ic" in test else "not evaluated"

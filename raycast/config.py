@@ -422,7 +422,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def dump_config(cfg: BaseModel, path: str | Path) -> None:
-    """Write a config as YAML that :func:`load_config` reads back unchanged (a local path or a storage URI)."""
-    from raycast import fs
+    """Write a config as YAML that :func:`load_config` reads back (a local path or a storage URI).
 
-    fs.write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    Credentials in storage URIs are left out (:func:`raycast.credentials.redact_data`): read back, the config
+    reaches the same storage with the environment's credentials.
+    """
+    from raycast import credentials, fs
+
+    fs.write_text(path, yaml.safe_dump(credentials.redact_data(cfg.model_dump(mode="json")), sort_keys=False))

@@ -26,6 +26,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
+from raycast import credentials
+
 Location = str | Path
 
 
@@ -77,12 +79,8 @@ def parent(loc: Location) -> Location:
 
 
 def display(loc: Location) -> str:
-    """A location to print or store in a result: a URI's credentials (``key:secret@``) are left out."""
-    text = str(location(loc))
-    if not is_remote(text):
-        return text
-    parts = urlsplit(text)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    """A location to print or store in a result: a URI's credentials are left out (see :mod:`raycast.credentials`)."""
+    return credentials.redact(str(location(loc)))
 
 
 # ------------------------------------------------------------------------------------------ resolving
@@ -101,9 +99,9 @@ def resolve(loc: Location) -> tuple[pafs.FileSystem, str]:
 @functools.lru_cache(maxsize=512)
 def _from_uri(uri: str) -> tuple[pafs.FileSystem, str]:
     try:
-        return pafs.FileSystem.from_uri(uri)
+        return pafs.FileSystem.from_uri(credentials.for_pyarrow(uri))
     except (ValueError, OSError) as err:  # ArrowInvalid is a ValueError, ArrowIOError an OSError
-        raise StorageError(f"unsupported storage URI {display(uri)}: {err}") from None
+        raise StorageError(credentials.redact(f"unsupported storage URI {uri}: {err}")) from None
 
 
 _REACHED: set[str] = set()  # bucket (or host) URIs, with their options, that this process has reached
@@ -120,7 +118,7 @@ def _check_reachable(uri: str, fs: pafs.FileSystem, path: str) -> None:
     try:
         fs.get_file_info(path)
     except OSError as err:
-        raise StorageError(f"cannot reach storage {display(uri)}: {err}") from None
+        raise StorageError(credentials.redact(f"cannot reach storage {uri}: {err}")) from None
     _REACHED.add(root)
 
 
@@ -248,5 +246,6 @@ def ray_storage(loc: Location) -> dict:
     loc = location(loc)
     if isinstance(loc, Path):
         return {"storage_path": str(loc.expanduser().resolve())}
-    fs, path = resolve(loc)
-    return {"storage_path": path, "storage_filesystem": fs}
+    _, path = resolve(loc)  # checks the storage is reachable
+    # Ray keeps a pickle of the filesystem next to the results: one that pickles without the credentials.
+    return {"storage_path": path, "storage_filesystem": credentials.sealed_filesystem(loc)}

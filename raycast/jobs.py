@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 
+from raycast import credentials
 from raycast.config import ConfigError, RaycastConfig, load_config, parse_overrides
 
 
@@ -21,6 +22,6 @@ def run_job(description: str, stage: Callable[[RaycastConfig], object], argv: li
     try:
         cfg = load_config(args.config, parse_overrides(args.set))
     except ConfigError as err:
-        sys.exit(f"error: {err}")
+        sys.exit(f"error: {credentials.redact(str(err))}")
     init_ray(cfg.ray)
-    print(json.dumps(stage(cfg), indent=2, default=str), flush=True)
+    print(credentials.redact(json.dumps(stage(cfg), indent=2, default=str)), flush=True)

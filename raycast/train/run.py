@@ -11,7 +11,7 @@ import pandas as pd
 import ray
 import torch
 
-from raycast import fs
+from raycast import credentials, fs
 from raycast.config import RaycastConfig
 from raycast.features.normalize import Normalizer
 from raycast.features.splits import Split
@@ -127,7 +127,8 @@ def train(
     normalizer = normalizer or meta.normalizer
     init_ray(cfg.ray)
     run_id, run_dir = new_run_dir(cfg.storage)
-    fs.write_text(fs.join(run_dir, "config.json"), json.dumps(cfg.model_dump(mode="json"), indent=2))
+    config = credentials.redact_data(cfg.model_dump(mode="json"))
+    fs.write_text(fs.join(run_dir, "config.json"), json.dumps(config, indent=2))
     print(f"[raycast] run {run_id}: training {', '.join(cfg.train.models)} on {split.train.start.date()}..{split.train.end.date()}", flush=True)
     target = target_stats(features_dir, split)  # one read of the training targets for every stage below
     fits = fit_base_models(cfg, features_dir, split, normalizer, meta.window, run_dir, target)

@@ -17,7 +17,7 @@ import json
 import sys
 import uuid
 
-from raycast import fs
+from raycast import credentials, fs
 from raycast.config import RaycastConfig, dump_config, load_config
 from raycast.tune.report import format_report, seeds_summary, trials_frame
 from raycast.tune.space import apply_params, resolve_search_space, to_tune_space
@@ -165,7 +165,10 @@ def run_search(cfg: RaycastConfig, resume: str | None = None) -> dict:
 
     out_dir = resolve_resume(resume) if resume else None
     if out_dir is not None:
-        cfg = load_config(fs.join(out_dir, CONFIG_FILE))
+        saved = load_config(fs.join(out_dir, CONFIG_FILE))
+        # The saved storage URI has no credentials: take those of the path given, else of the caller's storage.
+        storage = credentials.borrow_credentials(saved.storage, str(resume))
+        cfg = saved.model_copy(update={"storage": credentials.borrow_credentials(storage, cfg.storage)})
     space = resolve_search_space(cfg)  # before Ray starts: a bad entry fails fast, naming its key
     base = search_config(cfg)
     if out_dir is None:
