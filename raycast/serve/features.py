@@ -10,6 +10,7 @@ cannot drift from trained ones.
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ from raycast.serve.errors import RequestError
 class StoredFeatures:
     """Normalized feature rows and, per symbol, the rows (and dates) that end a complete window."""
 
-    def __init__(self, frame: pd.DataFrame, normalizer: Normalizer, window: int):
+    def __init__(self, frame: pd.DataFrame, normalizer: Normalizer, window: int, skipped: dict[str, str] | None = None):
         missing = [f for f in normalizer.features if f not in frame.columns]
         if missing:
             raise ValueError(f"the feature dataset lacks the model's feature(s) {missing}: rebuild features")
@@ -41,6 +42,7 @@ class StoredFeatures:
             str(symbols[a]): (ends[a:b], dates[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         }
         self.symbols: list[str] = sorted(self._index)
+        self.skipped = dict(skipped or {})  # symbols the feature stage could not featurize, with the reason
 
     @classmethod
     def load(cls, storage: str, spec: dict, since: dt.date | None = None, features_dir: fs.Location | None = None) -> StoredFeatures:
@@ -53,10 +55,20 @@ class StoredFeatures:
             start = pd.Timestamp(since) - pd.tseries.offsets.BDay(2 * window + 10)
             filters = [("date", ">=", start.to_pydatetime())]
         frame = read_feature_frame(features_dir, filters=filters)
-        return cls(frame, Normalizer.from_json(spec["features"]["normalizer"]), window)
+        skipped = json.loads(fs.read_text(fs.join(features_dir, "meta.json"))).get("skipped", {})
+        return cls(frame, Normalizer.from_json(spec["features"]["normalizer"]), window, skipped)
 
     def __contains__(self, symbol: str) -> bool:
         return symbol in self._index
+
+    def unknown_message(self, symbols: list[str]) -> str:
+        """Why these symbols cannot be predicted: skipped by the feature stage (with its reason), or never seen."""
+        parts = [f"{s!r} (skipped by the feature stage: {self.skipped[s]})" for s in symbols if s in self.skipped][:10]
+        unknown = [repr(s) for s in symbols if s not in self.skipped]
+        if unknown:
+            more = f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
+            parts.append(f"unknown symbol(s) {', '.join(unknown[:10])}{more}")
+        return f"no stored features for {'; '.join(parts)} (GET /v1/symbols lists the served ones)"
 
     def date_range(self, symbol: str) -> tuple[dt.date, dt.date]:
         """First and last dates ``symbol`` can be predicted for."""
@@ -70,7 +82,7 @@ class StoredFeatures:
         earlier date, rather than a silently older prediction.
         """
         if symbol not in self._index:
-            raise RequestError(404, f"unknown symbol {symbol!r}: no stored features (GET /v1/symbols lists them)")
+            raise RequestError(404, self.unknown_message([symbol]))
         rows, dates = self._index[symbol]
         if as_of is None:
             return int(rows[-1]), _to_date(dates[-1])

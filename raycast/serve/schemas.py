@@ -11,7 +11,8 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SYMBOL = Field(min_length=1, max_length=64, pattern=r"^[^/\\=\s]+$", description="ticker, e.g. AAPL")
+# Any ticker ingest accepts (BRK.B, BF-B, 0700.HK, RDS/A): no whitespace or control characters, at most 64.
+SYMBOL = Field(min_length=1, max_length=64, pattern=r"^[^\s\x00-\x1f\x7f]+$", description="ticker, e.g. AAPL or BRK.B")
 
 
 class Request(BaseModel):

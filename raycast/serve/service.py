@@ -71,8 +71,7 @@ class PredictionService:
         symbols = self.features.symbols if req.symbols is None else list(dict.fromkeys(req.symbols))
         unknown = [s for s in symbols if s not in self.features]
         if unknown:
-            shown = ", ".join(unknown[:10]) + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else "")
-            raise RequestError(404, f"unknown symbol(s): {shown} (GET /v1/symbols lists them)")
+            raise RequestError(404, self.features.unknown_message(unknown))
         rows, dates, found, skipped = [], [], [], []
         for symbol in symbols:
             try:
