@@ -47,7 +47,16 @@ def _run(fn, *args):
     try:
         return fn(*args)
     except (DataError, FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        _fail(str(_cause(err)))
+
+
+def _cause(err: BaseException) -> BaseException:
+    """The user's error behind a Ray task's (whose text is a worker traceback): what ``_run`` prints."""
+    from ray.exceptions import RayTaskError
+
+    while isinstance(err, RayTaskError) and err.cause is not None and err.cause is not err:
+        err = err.cause
+    return err
 
 
 @app.command()

@@ -151,3 +151,19 @@ def test_pipeline_job_submitted_to_a_ray_head(ray_head, tmp_path):
     assert versions[0]["models"]["cnn"] == best.models.cnn.model_dump(mode="json")
     assert (versions[0]["train"]["lr"], versions[0]["train"]["batch_size"]) == (best.train.lr, best.train.batch_size)
     assert versions[0]["train"]["epochs"] == 1  # the pipeline's own epochs, not the trials' max_epochs
+
+
+def test_a_data_error_inside_a_ray_task_reaches_the_cli_as_one_line(ray_session, capsys):
+    """The user sees the data's message, not the worker's traceback that Ray wraps around it."""
+    import typer
+
+    from raycast.cli import _run
+    from raycast.data.errors import DataError
+
+    @ray_session.remote(num_cpus=0.25)
+    def featurize():
+        raise DataError("BRK.B: 12 bars, the features need 92")
+
+    with pytest.raises(typer.Exit):
+        _run(lambda: ray_session.get(featurize.remote()))
+    assert capsys.readouterr().err == "error: BRK.B: 12 bars, the features need 92\n"
