@@ -119,15 +119,25 @@ def train(
 def evaluate(
     config: ConfigOpt = None,
     storage: StorageOpt = None,
-    version: Annotated[str | None, typer.Option(help="Registry version (default: the newest).")] = None,
-    walk_forward: Annotated[int | None, typer.Option(help="Walk-forward folds: retrain and evaluate each.")] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Score this registered version on its own split (implies --split).")
+    ] = None,
+    walk_forward: Annotated[
+        int | None, typer.Option(help="Walk-forward folds (the default mode): retrain and score each.")
+    ] = None,
+    split: Annotated[
+        bool, typer.Option("--split", help="Score the newest registered model on its split instead.")
+    ] = False,
     set_: SetOpt = None,
 ) -> None:
-    """Metrics, baselines, backtest and report for a registered model (or walk-forward folds)."""
+    """Metrics, baselines, costs and backtest on tradable rows: walk-forward folds by default, or one model's split."""
     from raycast.evaluate.evaluate import evaluate_version, evaluate_walk_forward
 
-    cfg = _load(config, set_, storage=storage, **{"features.walk_forward.folds": walk_forward})
-    if cfg.features.walk_forward.folds:
+    if walk_forward is not None and (split or version):
+        _fail("--walk-forward retrains on folds; it cannot be combined with --split or --version")
+    mode = "split" if split or version else ("walk_forward" if walk_forward else None)
+    cfg = _load(config, set_, storage=storage, **{"evaluate.mode": mode, "evaluate.folds": walk_forward})
+    if cfg.evaluate.mode == "walk_forward":
         from raycast.evaluate.walk_forward import format_folds
 
         table, report = _run(evaluate_walk_forward, cfg)

@@ -66,15 +66,17 @@ class QualityConfig(Strict):
     occurrence (the symbol restarts after it); ``adjust`` (splits only) scales the bars before a split by its ratio.
     """
 
-    halt_days: int = Field(5, ge=1, description="missing business days inside a history that make a halt")
+    # 10, not 5: exchange holidays (Lunar New Year, Golden Week) remove up to about 7 weekdays; a halt is longer
+    halt_days: int = Field(10, ge=1, description="missing business days inside a history that make a halt")
     halts: Literal["flag", "cut"] = "flag"
     zero_volume_days: int = Field(5, ge=1, description="consecutive zero-volume bars that make a streak")
     zero_volume: Literal["flag", "cut"] = "flag"
     stale_days: int = Field(5, ge=2, description="consecutive bars with an unchanged close that make a stale stretch")
     stale: Literal["flag", "cut"] = "flag"
     splits: Literal["adjust", "cut", "flag"] = "adjust"
+    # no 5-for-4: a 20-25% day is far more common than that split (real Hong Kong bars showed several)
     split_ratios: list[float] = Field(
-        [2, 3, 4, 5, 8, 10, 20, 1.5, 1.25], description="split ratios looked for, each also as a reverse split"
+        [2, 3, 4, 5, 8, 10, 20, 1.5], description="split ratios looked for, each also as a reverse split"
     )
     split_tolerance: float = Field(
         0.03,
@@ -133,7 +135,7 @@ class FeatureConfig(Strict):
         "rewards bid-ask bounce",
     )
     max_label_gap_days: int | None = Field(
-        5, ge=0, description="labels whose bars span more missing business days than this (a halt) are dropped"
+        10, ge=0, description="labels whose bars span more missing business days than this (a halt) are dropped"
     )
     min_history_bars: int | None = Field(
         None,
