@@ -241,10 +241,99 @@ class TrainConfig(Strict):
     ensemble_lr: float = Field(1e-3, gt=0)
 
 
+class LightGBMConfig(Strict):
+    """The gradient-boosted-trees baseline: the last day's features and a few lagged days, one row per window."""
+
+    enabled: bool = True
+    lags: list[int] = Field(
+        [1, 2, 5], description="earlier days whose features join the last day's (1 = the day before); < window"
+    )
+    num_threads: int = Field(2, ge=1)
+    num_boost_round: int = Field(500, ge=1)
+    early_stopping_rounds: int = Field(30, ge=1, description="rounds without validation improvement before stopping")
+    early_stop_metric: Literal["ic", "l2"] = Field(
+        "ic", description="'ic': mean daily IC on the validation period, as the deep models stop on; 'l2': its MSE"
+    )
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, ge=2)
+    min_data_in_leaf: int = Field(200, ge=1)
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    lambda_l2: float = Field(10.0, ge=0)
+    seed: int = 0
+
+    @field_validator("lags")
+    @classmethod
+    def _positive_unique_lags(cls, v: list[int]) -> list[int]:
+        if any(lag < 1 for lag in v) or len(set(v)) != len(v):
+            raise ValueError(f"lags must be distinct positive day counts, got {v}")
+        return sorted(v)
+
+
+class UniverseConfig(Strict):
+    """Which rows could have been traded; metrics and backtests see only those."""
+
+    min_price: float = Field(1.0, ge=0, description="close at t below this (in the data's currency) is untradable")
+    min_dollar_volume: float = Field(
+        1e6, ge=0, description="mean daily traded value (close x volume) over the last 20 bars below this is untradable"
+    )
+    skip_zero_volume: bool = Field(
+        True, description="no trade on a row whose volume at t or on the entry day (t + label_delay) is 0 or unknown"
+    )
+
+
+class SpreadBucket(Strict):
+    min_dollar_volume: float = Field(ge=0, description="the bucket holds rows whose 20-day traded value is at least this")
+    bps: float = Field(ge=0, description="half-spread paid per unit of turnover in this bucket")
+
+
 class EvaluateConfig(Strict):
-    cost_bps: float = Field(5.0, ge=0, description="one-way transaction cost in basis points")
+    mode: Literal["walk_forward", "split"] = Field(
+        "walk_forward",
+        description="what `raycast evaluate` reports: 'walk_forward' retrains on expanding folds and scores each "
+        "fold's test period; 'split' scores one registered model on its own validation and test periods",
+    )
+    folds: int | None = Field(
+        None, ge=1, description="walk-forward folds; None: features.walk_forward.folds, or 3 when that is 0"
+    )
+    cost_bps: float = Field(
+        5.0, ge=0, description="one-way cost per unit of turnover (fees, impact) in bps, paid on top of the spread"
+    )
+    spread: list[SpreadBucket] = Field(
+        [
+            SpreadBucket(min_dollar_volume=0, bps=25.0),
+            SpreadBucket(min_dollar_volume=1e7, bps=10.0),
+            SpreadBucket(min_dollar_volume=1e8, bps=3.0),
+        ],
+        description="half-spread by liquidity bucket (ascending min_dollar_volume, the first at 0); [] for none",
+    )
+    cost_sensitivity_bps: list[float] = Field(
+        [0.0, 5.0, 20.0, 50.0], description="flat one-way costs of the report's cost-sensitivity table"
+    )
     quantile: float = Field(0.2, gt=0, le=0.5, description="fraction of symbols held long and short")
     ridge_alpha: float = Field(1.0, ge=0)
+    lightgbm: LightGBMConfig = LightGBMConfig()
+    universe: UniverseConfig = UniverseConfig()
+    flag_day_return: float = Field(
+        0.1, gt=0, description="a book's one-day return beyond +/- this is listed with the symbols behind it"
+    )
+    plausible_sharpe: float = Field(3.0, gt=0, description="a backtest Sharpe above this gets the warning box")
+    plausible_ic: float = Field(0.1, gt=0, description="a mean daily IC above this gets the warning box")
+
+    @field_validator("spread")
+    @classmethod
+    def _ascending_buckets(cls, v: list[SpreadBucket]) -> list[SpreadBucket]:
+        bounds = [b.min_dollar_volume for b in v]
+        if v and (bounds[0] != 0 or any(a >= b for a, b in zip(bounds, bounds[1:], strict=False))):
+            raise ValueError(f"spread buckets need ascending min_dollar_volume starting at 0, got {bounds}")
+        return v
+
+    @field_validator("cost_sensitivity_bps")
+    @classmethod
+    def _non_negative_costs(cls, v: list[float]) -> list[float]:
+        if any(c < 0 for c in v):
+            raise ValueError(f"cost_sensitivity_bps must be >= 0, got {v}")
+        return v
 
 
 # ------------------------------------------------------------------------------------------- tuning

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -10,7 +11,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from raycast.evaluate.backtest import SUMMARY_KEYS, backtest_table, long_short_backtest, quantile_weights
+from raycast.evaluate.backtest import (
+    SUMMARY_KEYS,
+    backtest_table,
+    cost_sensitivity,
+    extreme_days,
+    long_short_backtest,
+    quantile_weights,
+)
 from raycast.evaluate.baselines import fit_ridge, momentum_baseline, ridge_baseline, zero_baseline
 from raycast.evaluate.metrics import SUMMARY_COLUMNS, daily_ic, direction_accuracy, summarize
 from raycast.evaluate.report import PLOT_FILES, ReportInputs, write_report
@@ -397,3 +405,277 @@ def test_report_skips_missing_sections(tmp_path):
     for absent in ("Metrics on validation", "backtest", "Walk-forward", "Canary", "## Plots"):
         assert absent not in text
     assert not list(tmp_path.glob("*.png"))
+
+
+# ------------------------------------------------------------------------------------ a tradable evaluation
+
+
+def market_frame() -> pd.DataFrame:
+    """6 rows on one date, each failing one universe rule or none; market columns as the feature rows carry them."""
+    return pd.DataFrame(
+        {
+            "symbol": list("ABCDEF"),
+            "date": pd.to_datetime(["2021-01-04"] * 6),
+            "target": [0.01, 0.02, -0.01, 0.0, np.nan, 0.03],
+            "close": [10.0, 0.5, 10.0, 10.0, 0.5, np.nan],
+            "volume": [1e5, 1e5, 0.0, 1e5, 1e5, 1e5],
+            "dollar_volume_20d": [2e6, 2e6, 2e6, 5e5, 2e6, 2e6],
+            "entry_volume": [1e5, 1e5, 1e5, 1e5, 1e5, np.nan],
+        }
+    )
+
+
+def test_tradable_rows_count_each_reason_and_keep_only_tradable_rows():
+    from raycast.config import UniverseConfig
+    from raycast.evaluate.universe import tradable_rows
+
+    result = tradable_rows(market_frame(), UniverseConfig(min_price=1.0, min_dollar_volume=1e6))
+    # A passes; B is a penny stock; C did not trade at t; D is illiquid; E has no target (not counted);
+    # F has no known close and no entry-day volume
+    assert result.mask.tolist() == [True, False, False, False, False, False]
+    assert result.counts == {"rows": 5, "price": 2, "liquidity": 1, "zero_volume": 1, "entry_volume": 1,
+                             "excluded": 4, "tradable": 1}  # fmt: skip
+    loose = tradable_rows(market_frame(), UniverseConfig(min_price=0, min_dollar_volume=0, skip_zero_volume=False))
+    assert loose.mask.tolist() == [True, True, True, True, False, True] and loose.counts["excluded"] == 0
+    old = tradable_rows(market_frame()[["symbol", "date", "target"]], UniverseConfig())
+    assert old.unchecked == ("price", "liquidity", "zero_volume", "entry_volume") and old.mask.sum() == 5
+
+
+def test_spread_buckets_and_their_cost_in_the_backtest():
+    from raycast.config import EvaluateConfig, SpreadBucket
+    from raycast.evaluate.universe import spread_bps
+
+    buckets = [SpreadBucket(min_dollar_volume=0, bps=30), SpreadBucket(min_dollar_volume=1e7, bps=10),
+               SpreadBucket(min_dollar_volume=1e8, bps=2)]  # fmt: skip
+    assert spread_bps(np.array([5e6, 1e7, 5e7, 2e8, np.nan]), buckets).tolist() == [30, 10, 10, 2, 30]
+    assert spread_bps(np.array([1.0]), []).tolist() == [0.0]
+    with pytest.raises(ValueError, match="ascending"):
+        EvaluateConfig(spread=[{"min_dollar_volume": 1e7, "bps": 1}, {"min_dollar_volume": 0, "bps": 2}])
+
+    frame = hand_frame()
+    frame["spread_bps"] = np.tile([10.0, 20.0, 30.0, 40.0], 3)  # A..D
+    result = long_short_backtest(frame, "pred", quantile=0.25, cost_bps=5.0, spread_col="spread_bps")
+    # day 1 opens A (+1) and D (-1): 1 x (5 + 10) + 1 x (5 + 40); day 2: A 2 x 15, B 1 x 25, D 1 x 45; day 3 none
+    assert (result.gross - result.returns).tolist() == pytest.approx([60e-4, 100e-4, 0.0])
+
+
+def test_a_book_that_loses_everything_stops_at_zero():
+    frame = hand_frame()
+    frame.loc[(frame["date"] == frame["date"].iloc[4]) & (frame["symbol"] == "B"), "target"] = -1.5  # a bad tick
+    result = long_short_backtest(frame, "pred", quantile=0.25, cost_bps=0.0)
+    assert result.returns.tolist() == pytest.approx([0.05, -1.0, 0.0])
+    assert result.equity.tolist() == pytest.approx([1.05, 0.0, 0.0])  # never below zero
+    assert result.stopped_at == frame["date"].iloc[4]
+    assert result.summary["wiped_out"] and result.summary["max_drawdown"] == pytest.approx(-1.0)
+    assert (result.weights.iloc[2] == 0).all() and result.turnover.iloc[2] == 0.0
+    days = extreme_days(result, threshold=0.1)
+    assert list(days.index) == [frame["date"].iloc[4]]
+    assert days["symbols"].iloc[0].startswith("B -1.5")  # the symbol behind the loss comes first
+
+    calm = long_short_backtest(hand_frame(), "pred", quantile=0.25, cost_bps=0.0)
+    assert not calm.summary["wiped_out"] and calm.stopped_at is None
+    assert len(extreme_days(calm, threshold=0.1)) == 0 and len(extreme_days(calm, threshold=0.04)) == 2
+
+
+def test_cost_sensitivity_falls_with_cost_and_breakeven_zeroes_the_mean_return():
+    frame = random_frame(30, 120, seed=11, signal=0.3)
+    table = cost_sensitivity(frame, ["model"], [0.0, 5.0, 20.0, 50.0], quantile=0.2)
+    sharpe = table.loc["model", ["sharpe @ 0 bps", "sharpe @ 5 bps", "sharpe @ 20 bps", "sharpe @ 50 bps"]]
+    assert sharpe.is_monotonic_decreasing and sharpe.iloc[0] > 0
+    assert sharpe.iloc[0] == pytest.approx(long_short_backtest(frame, "model", 0.2, 0.0).summary["sharpe"])
+    breakeven = table.loc["model", "breakeven_bps"]
+    assert breakeven > 0
+    assert long_short_backtest(frame, "model", 0.2, breakeven).returns.mean() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_implausible_numbers_get_a_warning_box_with_causes():
+    from raycast.evaluate.sanity import RunContext, implausible, warning_box
+
+    metrics = pd.DataFrame({"ic": [0.18, 0.03, np.nan], "rank_ic": [0.17, 0.02, np.nan]},
+                           index=["ridge", "lstm", "zero"])  # fmt: skip
+    findings = implausible(metrics, {"ridge": {"sharpe": 14.0}, "lstm": {"sharpe": 1.2, "wiped_out": True}}, 0.1, 3.0)
+    assert len(findings) == 4
+    assert any("ridge" in f and "Sharpe 14" in f for f in findings)
+    assert any("lstm" in f and "lost everything" in f for f in findings)
+    assert not any("lstm" in f and "ic" in f for f in findings)
+    box = "\n".join(warning_box(findings, RunContext(label_delay=0, symbols_per_date=4, flagged_days=3,
+                                                     flag_threshold=0.1, universe="close >= 1")))  # fmt: skip
+    assert box.startswith("> **Warning")
+    for needle in ("label_delay is 0", "Untradable", "3 book day(s)", "median of 4 tradable symbols", "(tiny)"):
+        assert needle in box, needle
+    assert warning_box(implausible(metrics.iloc[1:], {"lstm": {"sharpe": 1.2}}, 0.1, 3.0), RunContext()) == []
+
+
+def test_bid_ask_bounce_is_skill_at_the_same_close_and_none_at_the_next():
+    """Bounce on printed closes makes the same-close return revert: a label traded at the signal's own close
+    (label_delay 0) shows skill that a label entered one close later (the default) does not have."""
+    from raycast.config import SyntheticConfig
+    from raycast.data.synthetic import generate_synthetic
+    from raycast.features.normalize import fit_normalizer
+    from raycast.features.spec import ALL_FEATURES, compute_symbol_features
+
+    n_symbols = 40
+    bars = generate_synthetic(SyntheticConfig(n_symbols=n_symbols, n_days=300, signal_strength=0.0, bounce_bps=60)).bars
+    results = {}
+    for delay in (0, 1):
+        rows = pd.concat(
+            [compute_symbol_features(b, label_delay=delay) for _, b in bars.groupby("symbol")], ignore_index=True
+        )
+        rows["reversal"] = -rows["return_1d"]
+        dates = np.sort(rows["date"].unique())
+        train, test = rows[rows["date"] < dates[len(dates) // 2]], rows[rows["date"] > dates[len(dates) // 2 + 2]]
+        train = train[train["target"].notna()]
+        normalizer = fit_normalizer(train[list(ALL_FEATURES)].to_numpy(), list(ALL_FEATURES))
+        ridge = fit_ridge(normalizer.transform(train[list(ALL_FEATURES)].to_numpy(np.float32)), train["target"])
+        test = test.assign(ridge=ridge.predict(normalizer.transform(test[list(ALL_FEATURES)].to_numpy(np.float32))))
+        results[delay] = (summarize(test, ["reversal", "ridge"]),
+                          long_short_backtest(test, "reversal", cost_bps=0.0).summary)  # fmt: skip
+    noise = 1 / math.sqrt(results[1][0].loc["reversal", "n_dates"] * (n_symbols - 1))  # sd of a mean daily IC
+    same_close, next_close = results[0][0], results[1][0]
+    assert same_close.loc["reversal", "ic"] > 5 * noise and same_close.loc["ridge", "ic"] > 5 * noise
+    assert results[0][1]["annualized_return"] > 0 and results[0][1]["sharpe"] > 2
+    for name in ("reversal", "ridge"):
+        assert abs(next_close.loc[name, "ic"]) < 3 * noise, (name, next_close.loc[name, "ic"], noise)
+    assert results[1][1]["sharpe"] < results[0][1]["sharpe"] / 3
+
+
+def lagged_signal_blocks(n_symbols=20, n_days=250, window=10, seed=12):
+    """Feature rows (sorted by symbol, date) whose target is feature 0 two rows earlier: only a lag-2 model sees it."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_symbols * n_days, 3)).astype(np.float32)
+    y = np.full(len(x), np.nan, dtype=np.float32)
+    for s in range(n_symbols):
+        rows = np.arange(s * n_days, (s + 1) * n_days)
+        y[rows[2:]] = 0.01 * x[rows[:-2], 0] + rng.normal(0, 0.01, n_days - 2)
+    dates = np.tile(np.arange(n_days), n_symbols)
+    ends = np.concatenate([np.arange(s * n_days + window - 1, (s + 1) * n_days) for s in range(n_symbols)])
+    return x, y, dates, ends, window
+
+
+def test_lightgbm_sees_lagged_days_and_is_deterministic():
+    from raycast.config import LightGBMConfig
+    from raycast.evaluate.lightgbm_baseline import fit_lightgbm
+
+    x, y, dates, ends, window = lagged_signal_blocks()
+    train, val, test = (ends[(dates[ends] >= a) & (dates[ends] < b)] for a, b in ((0, 150), (152, 200), (202, 250)))
+
+    def test_ic(cfg):
+        model = fit_lightgbm(x, y, train, val, dates[val], cfg, window)
+        frame = pd.DataFrame({"symbol": test // 250, "date": pd.to_datetime(dates[test], unit="D"),
+                              "target": y[test], "lgb": model.predict(x, test)})  # fmt: skip
+        return summarize(frame, ["lgb"]).loc["lgb", "ic"], model
+
+    cfg = LightGBMConfig(lags=[1, 2], num_boost_round=60, min_data_in_leaf=20, early_stopping_rounds=10)
+    ic, model = test_ic(cfg)
+    assert ic > 0.4 and model.train_seconds > 0 and 1 <= model.best_iteration <= 60
+    again = fit_lightgbm(x, y, train, val, dates[val], cfg, window)
+    assert np.array_equal(again.predict(x, test), model.predict(x, test))  # same seed, same trees
+    blind, _ = test_ic(cfg.model_copy(update={"lags": []}))  # the last day alone holds nothing
+    assert abs(blind) < 0.1
+    l2_ic, _ = test_ic(cfg.model_copy(update={"early_stop_metric": "l2"}))
+    assert l2_ic > 0.4
+    with pytest.raises(ValueError, match="shorter than the window"):
+        fit_lightgbm(x, y, train, val, dates[val], LightGBMConfig(lags=[10]), window)
+    with pytest.raises(ValueError, match="distinct positive"):
+        LightGBMConfig(lags=[0, 1])
+
+
+# ---------------------------------------------------------------------------------------- end to end
+
+
+def test_evaluate_version_scores_tradable_rows_beside_lightgbm(registered_model):
+    import json
+
+    from raycast.evaluate.evaluate import evaluate_version
+    from raycast.registry import load_predictor
+
+    cfg = registered_model
+    frame = pd.read_parquet(next((Path(cfg.storage) / "features").glob("v-*/rows")))
+    liquidity = float(frame["dollar_volume_20d"].median())  # about half the rows are too illiquid to trade
+    cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={
+        "universe": cfg.evaluate.universe.model_copy(update={"min_dollar_volume": liquidity}),
+        "lightgbm": cfg.evaluate.lightgbm.model_copy(update={"num_boost_round": 20}),
+    })})  # fmt: skip
+    report = evaluate_version(cfg)
+    text = Path(report).read_text()
+    for needle in ("## Tradable universe", "| liquidity |", "### Cost sensitivity", "sharpe @ 50 bps",
+                   "breakeven_bps", "| lightgbm |", "## Baseline training", "half-spread", "### Book days"):
+        assert needle in text, needle
+    spec = load_predictor(cfg.storage, cfg.serve.version).spec
+    metrics = spec["metrics"]
+    universe = metrics["universe"]
+    assert 0 < universe["liquidity"] < universe["rows"]
+    assert universe["tradable"] == universe["rows"] - universe["excluded"]
+    assert metrics["test"]["lightgbm"]["n_rows"] == universe["tradable"]  # metrics see tradable rows only
+    assert metrics["baseline_training"]["lightgbm"]["train_seconds"] > 0
+    saved = pd.read_parquet(Path(report).parent / "test_predictions.parquet")
+    assert saved["tradable"].sum() == universe["tradable"]
+    assert (saved.loc[saved["tradable"], "dollar_volume_20d"] >= liquidity).all()
+    json.dumps(metrics)  # the registry holds plain JSON
+
+
+def test_walk_forward_folds_default_to_three_and_follow_the_datasets_label():
+    from raycast.config import RaycastConfig
+    from raycast.evaluate.evaluate import DEFAULT_FOLDS, walk_forward_folds
+
+    dates = pd.Series(pd.bdate_range("2015-01-01", periods=900))
+    cfg = RaycastConfig()
+    assert cfg.evaluate.mode == "walk_forward" and cfg.features.walk_forward.folds == 0
+    folds = walk_forward_folds(cfg, dates, {"label_delay": 1, "horizon": 1})
+    assert len(folds) == DEFAULT_FOLDS == 3
+    for a, b in zip(folds, folds[1:], strict=False):
+        assert a.test.end < b.test.start and a.train.start == b.train.start and a.train.end < b.train.end
+    # the embargo spans the dataset's own label: delay 3 + horizon 1 dates between a fold's periods
+    wide = walk_forward_folds(cfg, dates, {"label_delay": 3, "horizon": 1})[0]
+    between = dates[(dates > wide.val.end) & (dates < wide.test.start)]
+    assert len(between) == 4
+    two = cfg.model_copy(update={"features": cfg.features.model_copy(update={
+        "walk_forward": cfg.features.walk_forward.model_copy(update={"folds": 2})})})  # fmt: skip
+    assert len(walk_forward_folds(two, dates, {})) == 2
+    five = two.model_copy(update={"evaluate": two.evaluate.model_copy(update={"folds": 5})})
+    assert len(walk_forward_folds(five, dates, {})) == 5
+
+
+@pytest.mark.slow
+def test_raycast_evaluate_reports_walk_forward_by_default(ray_session, tmp_path):
+    """`raycast evaluate` with no mode flag retrains on the folds and reports them; fold models stay unregistered."""
+    from conftest import small_config
+    from typer.testing import CliRunner
+
+    from raycast.cli import app
+    from raycast.config import dump_config
+    from raycast.data.ingest import ingest
+    from raycast.features.pipeline import build_features
+    from raycast.registry import list_versions
+
+    cfg = small_config(
+        tmp_path,
+        ingest={"synthetic": {"n_symbols": 12, "n_days": 500, "signal_strength": 0.5}},
+        features={"walk_forward": {"folds": 2, "val_days": 40, "test_days": 40}},
+        train={"models": ["cnn"], "epochs": 1, "max_steps_per_epoch": 10, "ensemble_epochs": 3},
+        evaluate={"lightgbm": {"num_boost_round": 20}},
+    )
+    ingest(cfg)
+    build_features(cfg)
+    config = tmp_path / "config.yaml"
+    dump_config(cfg, config)
+    result = CliRunner().invoke(app, ["evaluate", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    (report,) = (Path(line[len("report: "):]) for line in result.output.splitlines() if line.startswith("report: "))
+    assert report.parent.name == "walk_forward" and "± " in result.output and "| lightgbm |" in result.output
+    folds = pd.read_csv(report.parent / "folds.csv", parse_dates=["test_start", "test_end"])
+    assert list(dict.fromkeys(folds.predictor)) == ["cnn", "ensemble", "zero", "momentum", "ridge", "lightgbm"]
+    first, second = (folds[folds.fold == k].iloc[0] for k in (0, 1))
+    assert first.test_end < second.test_start  # forward in time, test periods disjoint
+    for name in ("cnn", "ensemble", "momentum", "ridge", "lightgbm"):
+        per_fold = folds.loc[folds.predictor == name, ["ic", "sharpe"]]
+        assert len(per_fold) == 2 and per_fold.notna().all().all(), name
+        assert f"| {name} | {per_fold['ic'].mean():.4g} ± {per_fold['ic'].std(ddof=1):.4g} |" in result.output
+    text = report.read_text()
+    for needle in ("## Walk-forward", "## Tradable universe", "stitched", "### Cost sensitivity",
+                   "## Baseline training", "equity_curves.png", "Walk-forward wall time"):
+        assert needle in text, needle
+    assert list_versions(cfg.storage) == []
+
+    both = CliRunner().invoke(app, ["evaluate", "-c", str(config), "--walk-forward", "2", "--split"])
+    assert both.exit_code == 2 and "cannot be combined" in both.output

@@ -193,37 +193,6 @@ def test_ddp_workers_share_the_training_windows_and_stay_in_sync(tmp_path):
     assert [h["epoch"] for h in result.history] == [0, 1] and np.isfinite(result.best_metrics["val_loss"])
 
 
-def test_walk_forward_reports_every_metric_over_folds_forward_in_time(tmp_path):
-    import pandas as pd
-
-    from raycast.evaluate.evaluate import evaluate_walk_forward
-
-    cfg = small_config(
-        tmp_path,
-        ingest={"synthetic": {"n_symbols": 12, "n_days": 500, "signal_strength": 0.5}},
-        features={"walk_forward": {"folds": 2, "val_days": 40, "test_days": 40}},
-        train={"models": ["cnn"], "epochs": 1, "max_steps_per_epoch": 10, "ensemble_epochs": 3},
-    )
-    ingest(cfg)
-    build_features(cfg)
-    table, report = evaluate_walk_forward(cfg)
-    assert list(table.index) == ["cnn", "ensemble", "zero", "momentum", "ridge"]
-    assert (table["n_folds"] == 2).all()
-    folds = pd.read_csv(report.parent / "folds.csv", parse_dates=["test_start", "test_end"])
-    first, second = (folds[folds.fold == k].iloc[0] for k in (0, 1))
-    assert first.test_end < second.test_start  # forward in time, test periods disjoint
-    for name in ("cnn", "ensemble", "momentum", "ridge"):
-        per_fold = folds.loc[folds.predictor == name, ["ic", "sharpe"]]
-        assert per_fold.notna().all().all(), name
-        assert table.loc[name, "ic_mean"] == pytest.approx(per_fold["ic"].mean())
-        assert table.loc[name, "ic_std"] == pytest.approx(per_fold["ic"].std(ddof=1))
-        assert table.loc[name, "sharpe_mean"] == pytest.approx(per_fold["sharpe"].mean())
-    text = report.read_text()
-    assert "±" in text and "sharpe" in text
-    # fold models are not registered: walk-forward evaluation leaves the registry as it was
-    assert list_versions(cfg.storage) == []
-
-
 @pytest.mark.parametrize(("cpus_per_worker", "expected"), [(1.0, 3), (1.5, 2), (3.5, 1)])
 def test_concurrent_trainers_leave_a_cpu_for_their_data(tmp_path, cpus_per_worker, expected):
     from raycast.train.trainer import concurrent_trainers

@@ -3,11 +3,13 @@
 Each date the symbols are ranked by prediction; the top ``quantile`` fraction is held long and the bottom
 fraction short, equal-weighted, +1 long and -1 short in total (gross exposure 2, dollar neutral). The day's
 gross return is ``sum(w * target)``; turnover is ``sum(|w_t - w_prev|)`` over symbols; the cost of a day is
-``turnover * cost_bps / 1e4`` and is subtracted from the gross return.
+``sum(|w_t - w_prev| * (cost_bps + spread_bps)) / 1e4``, a flat rate plus each symbol's half-spread (0 without a
+spread column), and is subtracted from the gross return. A book that loses everything stops: equity never goes
+below zero.
 
 Simplifications, stated so nobody mistakes this for an execution simulator: weights are reset to target every
-rebalance (intraday drift of the held weights is ignored in turnover), there is no borrow cost, no market
-impact, and the cost is one rate for every symbol.
+rebalance (intraday drift of the held weights is ignored in turnover), there is no borrow cost and no market
+impact beyond the spread proxy, and a symbol that leaves the tradable universe is closed at its target return.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ SUMMARY_KEYS = (
     "hit_rate",
     "n_days",
     "n_active_days",
+    "wiped_out",
 )
 
 
@@ -45,7 +48,9 @@ class BacktestResult:
 
     ``returns`` is net of costs, ``gross`` before costs, ``turnover`` the sum of absolute weight changes on each
     date (the first date counts the opening trades from cash, so it is 2 for a full book). ``weights`` is the
-    (date x symbol) weight matrix, kept for inspection and plots. ``summary`` holds :data:`SUMMARY_KEYS`.
+    (date x symbol) weight matrix, kept for inspection and plots; ``contributions`` each symbol's weight x target
+    (a row sums to ``gross``). ``summary`` holds :data:`SUMMARY_KEYS` and ``wiped_out``; ``stopped_at`` is the date
+    the book lost everything, if it did.
     """
 
     pred_col: str
@@ -54,10 +59,12 @@ class BacktestResult:
     turnover: pd.Series
     weights: pd.DataFrame
     summary: dict[str, float] = field(default_factory=dict)
+    contributions: pd.DataFrame | None = None
+    stopped_at: pd.Timestamp | None = None
 
     @property
     def equity(self) -> pd.Series:
-        """Net equity curve starting from 1: ``cumprod(1 + returns)``."""
+        """Net equity curve starting from 1: ``cumprod(1 + returns)``; 0 from the day the book lost everything."""
         return (1.0 + self.returns).cumprod().rename("equity")
 
 
@@ -141,49 +148,154 @@ def _summary(net: pd.Series, turnover: pd.Series, active: pd.Series, periods_per
     }
 
 
+@dataclass(frozen=True)
+class _Book:
+    """One predictor's daily target weights with the targets and half-spreads they trade at (date x symbol)."""
+
+    pred_col: str
+    dates: pd.DatetimeIndex
+    symbols: pd.Index
+    W: np.ndarray
+    T: np.ndarray
+    S: np.ndarray  # half-spread in bps, carried forward so closing a position that left the frame still pays one
+    periods_per_year: float
+
+
+def _spread_layout(
+    frame: pd.DataFrame, spread_col: str | None, dates: pd.DatetimeIndex, symbols: pd.Index
+) -> np.ndarray:
+    S = np.zeros((len(dates), len(symbols)))
+    if spread_col is None:
+        return S
+    spread = frame.pivot_table(index="date", columns="symbol", values=spread_col, aggfunc="first")
+    spread.columns = spread.columns.astype(str)
+    spread = spread.reindex(index=dates, columns=symbols).ffill().bfill()
+    return spread.fillna(0.0).to_numpy(dtype=np.float64)
+
+
+def _book(
+    frame: pd.DataFrame, pred_col: str, quantile: float, horizon: int, spread_col: str | None, stacklevel: int = 3
+) -> _Book:
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, not {horizon}")
+    if missing := {"symbol", "date", "target", pred_col, *([spread_col] if spread_col else [])} - set(frame.columns):
+        raise KeyError(f"predictions frame lacks columns {sorted(missing)}")
+    if horizon > 1:
+        warnings.warn(
+            f"target horizon is {horizon} days: daily rebalancing would overlap returns, so the backtest "
+            f"rebalances every {horizon}th date only and annualizes with {TRADING_DAYS}/{horizon} periods",
+            stacklevel=stacklevel,
+        )
+        dates = pd.DatetimeIndex(pd.unique(frame["date"])).sort_values()[::horizon]
+        frame = frame[frame["date"].isin(dates)]
+    dates, symbols, P, T = _layout(frame, pred_col)
+    W = _weights_from(P, quantile)
+    S = _spread_layout(frame, spread_col, dates, symbols)
+    return _Book(pred_col, dates, symbols, W, T, S, TRADING_DAYS / horizon)
+
+
+def _settle(book: _Book, cost_bps: float) -> BacktestResult:
+    """Returns, turnover and costs of a book; a book whose equity reaches zero stops there (it has nothing left)."""
+    if cost_bps < 0:
+        raise ValueError(f"cost_bps must be >= 0, not {cost_bps}")
+    W = book.W.copy()
+    contributions = W * np.nan_to_num(book.T)
+    gross = contributions.sum(axis=1)
+    # turnover against the previous date's book, aligned on symbol; the first date trades from cash
+    trades = np.abs(np.diff(W, axis=0, prepend=0.0))
+    net = gross - (trades * (cost_bps + book.S)).sum(axis=1) / 1e4
+    stopped_at = None
+    if (wiped := np.flatnonzero(np.cumprod(np.maximum(1.0 + net, 0.0)) <= 0.0)).size:
+        day = int(wiped[0])
+        stopped_at = book.dates[day]
+        net[day] = -1.0  # it loses what it had, no more: equity cannot go below zero
+        net[day + 1 :] = gross[day + 1 :] = 0.0
+        W[day + 1 :] = 0.0
+        contributions[day + 1 :] = 0.0
+        trades[day + 1 :] = 0.0
+    index = book.dates
+    turnover = pd.Series(trades.sum(axis=1), index=index, name="turnover")
+    active = pd.Series(np.abs(W).sum(axis=1) > 0, index=index)
+    net_series = pd.Series(net, index=index, name=book.pred_col)
+    summary = _summary(net_series, turnover, active, book.periods_per_year)
+    summary["wiped_out"] = stopped_at is not None
+    return BacktestResult(
+        book.pred_col,
+        net_series,
+        pd.Series(gross, index=index, name="gross"),
+        turnover,
+        pd.DataFrame(W, index=index, columns=book.symbols),
+        summary,
+        contributions=pd.DataFrame(contributions, index=index, columns=book.symbols),
+        stopped_at=stopped_at,
+    )
+
+
 def long_short_backtest(
     frame: pd.DataFrame,
     pred_col: str,
     quantile: float = 0.2,
     cost_bps: float = 5.0,
     horizon: int = 1,
+    spread_col: str | None = None,
 ) -> BacktestResult:
     """Backtest a daily long-short quantile portfolio built from ``frame[pred_col]``; see the module doc.
 
     ``frame`` is a predictions frame (``symbol``, ``date``, ``target``, ``pred_col``). ``cost_bps`` is the
-    one-way cost in basis points per unit of turnover. Dates with fewer than two usable symbols hold nothing
-    and return 0 (closing an earlier book on such a date still costs its turnover).
+    one-way cost in basis points per unit of turnover. ``spread_col`` names a column of per-row half-spreads in
+    bps (see :func:`raycast.evaluate.universe.spread_bps`) paid per unit of turnover on top of ``cost_bps``; a
+    position closed on a date its symbol has no row pays the symbol's last known spread. Dates with fewer than two
+    usable symbols hold nothing and return 0 (closing an earlier book on such a date still costs its turnover).
+    A day that loses the whole book ends it: its return is -1, every later return 0 (``stopped_at``).
 
     ``horizon`` is the target horizon. With horizon h > 1, ``target`` is an h-day return, and rebalancing
     every date would stack h overlapping positions whose summed returns overstate the strategy. The backtest
     is meant for horizon 1; for h > 1 it warns and rebalances only on every h-th date (non-overlapping h-day
     holding periods), annualizing with 252 / h periods per year.
     """
-    if horizon < 1:
-        raise ValueError(f"horizon must be >= 1, not {horizon}")
-    if cost_bps < 0:
-        raise ValueError(f"cost_bps must be >= 0, not {cost_bps}")
-    if missing := {"symbol", "date", "target", pred_col} - set(frame.columns):
-        raise KeyError(f"predictions frame lacks columns {sorted(missing)}")
-    if horizon > 1:
-        warnings.warn(
-            f"target horizon is {horizon} days: daily rebalancing would overlap returns, so the backtest "
-            f"rebalances every {horizon}th date only and annualizes with {TRADING_DAYS}/{horizon} periods",
-            stacklevel=2,
-        )
-        dates = pd.DatetimeIndex(pd.unique(frame["date"])).sort_values()[::horizon]
-        frame = frame[frame["date"].isin(dates)]
+    return _settle(_book(frame, pred_col, quantile, horizon, spread_col), cost_bps)
 
-    dates, symbols, P, T = _layout(frame, pred_col)
-    W = _weights_from(P, quantile)
-    gross = pd.Series(np.nansum(W * np.nan_to_num(T), axis=1), index=dates, name="gross")
-    # turnover against the previous date's book, aligned on symbol; the first date trades from cash
-    turnover = pd.Series(np.abs(np.diff(W, axis=0, prepend=0.0)).sum(axis=1), index=dates, name="turnover")
-    weights = pd.DataFrame(W, index=dates, columns=symbols)
-    net = (gross - turnover * cost_bps / 1e4).rename(pred_col)
-    active = pd.Series(np.abs(W).sum(axis=1) > 0, index=dates)
-    summary = _summary(net, turnover, active, TRADING_DAYS / horizon)
-    return BacktestResult(pred_col, net, gross, turnover, weights, summary)
+
+def cost_sensitivity(
+    frame: pd.DataFrame,
+    pred_cols: list[str],
+    levels_bps: list[float],
+    quantile: float = 0.2,
+    horizon: int = 1,
+) -> pd.DataFrame:
+    """Sharpe of each predictor's book at flat one-way costs ``levels_bps`` (no spread), and its breakeven cost.
+
+    ``breakeven_bps`` is the flat cost per unit of turnover at which the mean daily net return is zero: mean
+    gross return over mean turnover. Below it the edge survives costs, above it costs eat it. One row per
+    predictor (index ``predictor``); columns ``sharpe @ <c> bps`` for each level, then ``breakeven_bps``.
+    """
+    rows = {}
+    for name in pred_cols:
+        book = _book(frame, name, quantile, horizon, None, stacklevel=2)
+        row = {f"sharpe @ {c:g} bps": _settle(book, c).summary["sharpe"] for c in levels_bps}
+        gross = (book.W * np.nan_to_num(book.T)).sum(axis=1)
+        turnover = np.abs(np.diff(book.W, axis=0, prepend=0.0)).sum(axis=1).mean() if len(book.W) else np.nan
+        row["breakeven_bps"] = gross.mean() / turnover * 1e4 if turnover > 0 else np.nan
+        rows[name] = row
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "predictor"
+    return out
+
+
+def extreme_days(result: BacktestResult, threshold: float, top: int = 3) -> pd.DataFrame:
+    """The dates whose net return is beyond +/- ``threshold``, with the ``top`` symbols that moved the book most.
+
+    One row per flagged date (index ``date``): ``return`` (net) and ``symbols``, e.g. ``"XYZ +0.31, ABC -0.05"``
+    (each symbol's weight x target on that date). A bad tick or an unadjusted split shows up here first.
+    """
+    flagged = result.returns.index[np.abs(result.returns.to_numpy()) > threshold]
+    rows = []
+    for date in flagged:
+        contrib = result.contributions.loc[date]
+        largest = contrib[contrib != 0].abs().sort_values(ascending=False).index[:top]
+        rows.append({"date": date, "return": float(result.returns.loc[date]),
+                     "symbols": ", ".join(f"{s} {contrib[s]:+.3g}" for s in largest)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["date", "return", "symbols"]).set_index("date")
 
 
 def backtest_table(results: Mapping[str, BacktestResult]) -> pd.DataFrame:

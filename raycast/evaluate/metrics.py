@@ -152,6 +152,18 @@ def daily_ic(
     return _ic(_prepare(frame, pred_col), method).rename(pred_col)
 
 
+def daily_ic_arrays(date_codes: np.ndarray, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Daily Pearson IC from plain arrays: ``date_codes`` numbers each row's date 0..n-1; one IC per code.
+
+    For callers without a frame, such as a LightGBM evaluation callback run every boosting round.
+    """
+    codes = np.asarray(date_codes, dtype=np.int64)
+    pred, target = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    keep = np.isfinite(pred) & np.isfinite(target)
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    return _grouped_corr(codes[keep], n_groups, pred[keep], target[keep])
+
+
 def _mean_std_ir(ic: pd.Series) -> tuple[float, float, float]:
     """Mean, sample std and their ratio (the IR) of an IC Series, NaN where undefined."""
     ic = ic.dropna()

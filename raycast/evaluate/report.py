@@ -22,8 +22,11 @@ from raycast.evaluate.metrics import daily_ic
 from raycast.evaluate.tables import format_value, markdown_table
 from raycast.evaluate.walk_forward import format_folds
 
-BASELINES = ("zero", "momentum", "ridge")
+BASELINES = ("zero", "momentum", "ridge", "lightgbm")
 """Predictor names drawn dashed in the plots, to set them apart from the models."""
+
+MAX_FLAGGED_ROWS = 10
+"""Flagged book days listed per predictor; the rest are counted."""
 
 PLOT_FILES = {
     "training": "training_curves.png",
@@ -39,8 +42,15 @@ class ReportInputs:
     """Everything :func:`write_report` can show; leave a field ``None`` (or empty) to skip its section.
 
     - ``val_metrics`` / ``test_metrics``: :func:`~raycast.evaluate.metrics.summarize` frames
+    - ``warning``: the lines of a warning box shown under the title (:func:`raycast.evaluate.sanity.warning_box`)
+    - ``universe``: counts of rows per exclusion reason (:class:`raycast.evaluate.universe.Tradable` counts),
+      described by ``universe_rule``
     - ``backtests``: predictor -> :class:`~raycast.evaluate.backtest.BacktestResult` (models and baselines),
-      described by ``backtest_period`` (e.g. ``"test"``), ``quantile`` and ``cost_bps``
+      described by ``backtest_period`` (e.g. ``"test"``), ``quantile``, ``cost_bps`` and ``spread`` (in words)
+    - ``cost_sensitivity``: a :func:`~raycast.evaluate.backtest.cost_sensitivity` frame
+    - ``extreme_days``: predictor -> :func:`~raycast.evaluate.backtest.extreme_days` frame, beyond
+      ``flag_threshold``
+    - ``baseline_training``: one row per fitted baseline (training seconds, boosting rounds)
     - ``walk_forward``: an :func:`~raycast.evaluate.walk_forward.aggregate_folds` frame
     - ``test_predictions``: a predictions frame; gives the rolling IC plot for ``ic_predictors`` (default: every
       float column other than ``target``)
@@ -60,6 +70,14 @@ class ReportInputs:
     backtest_period: str = "test"
     quantile: float | None = None
     cost_bps: float | None = None
+    spread: str | None = None
+    warning: list[str] = field(default_factory=list)
+    universe: Mapping[str, int] | None = None
+    universe_rule: str | None = None
+    cost_sensitivity: pd.DataFrame | None = None
+    extreme_days: Mapping[str, pd.DataFrame] | None = None
+    flag_threshold: float | None = None
+    baseline_training: pd.DataFrame | None = None
     walk_forward: pd.DataFrame | None = None
     test_predictions: pd.DataFrame | None = None
     ic_predictors: Sequence[str] | None = None
@@ -138,13 +156,19 @@ def plot_rolling_ic(
 
 
 def plot_equity(results: Mapping[str, BacktestResult], path: Path, baselines=BASELINES) -> Path:
-    """Net equity curve (cumprod of 1 + daily net return) of each predictor's long-short backtest."""
+    """Net equity curve (cumprod of 1 + daily net return) of each predictor's long-short backtest, on a log scale.
+
+    On a log scale equal percentage moves look equal, so a decade of compounding does not flatten the early
+    years; a book that lost everything ends where its curve stops.
+    """
     fig, axes = _figure()
     ax = axes[0][0]
     for name, result in results.items():
-        ax.plot(result.equity.index, result.equity.to_numpy(), label=name, **_style(name, baselines))
+        equity = result.equity.to_numpy()
+        ax.plot(result.equity.index, np.where(equity > 0, equity, np.nan), label=name, **_style(name, baselines))
     ax.axhline(1.0, color="grey", linewidth=0.8)
-    ax.set(title="long-short equity, net of costs", ylabel="equity")
+    ax.set_yscale("log")
+    ax.set(title="long-short equity, net of costs (log scale)", ylabel="equity")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, ncols=2)
     fig.savefig(path, dpi=100)
@@ -203,7 +227,7 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     s = sections
-    md: list[str] = [f"# {s.title}", ""]
+    md: list[str] = [f"# {s.title}", "", *s.warning]
 
     if s.data_range is not None or s.splits:
         md += ["## Data", ""]
@@ -215,6 +239,19 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
             md += [markdown_table(split_table), ""]
     if s.canary:
         md += [f"**Canary:** {s.canary}", ""]
+
+    if s.universe:
+        counts = pd.DataFrame({"rows": list(s.universe.values())}, index=list(s.universe.keys()))
+        counts.index.name = "count"
+        md += ["## Tradable universe", ""]
+        if s.universe_rule:
+            md += [f"Metrics and backtests use tradable rows only: {s.universe_rule}.", ""]
+        md += [markdown_table(counts), ""]
+        md += [
+            "rows: rows with a known target; price / liquidity / zero_volume / entry_volume: rows each rule "
+            "excludes (a row can fail several); excluded: rows failing any rule.",
+            "",
+        ]
 
     for label, table in (("validation", s.val_metrics), ("test", s.test_metrics)):
         if table is not None and len(table):
@@ -228,12 +265,16 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
             "",
         ]
 
+    if s.walk_forward is not None and len(s.walk_forward):
+        md += ["## Walk-forward (mean ± std over folds)", "", format_folds(s.walk_forward), ""]
+
     if s.backtests:
         details = ", ".join(
             text
             for text in (
                 f"top/bottom {format_value(s.quantile)} quantile" if s.quantile is not None else "",
                 f"{format_value(s.cost_bps)} bps cost per unit turnover" if s.cost_bps is not None else "",
+                f"plus a half-spread by 20-day traded value ({s.spread})" if s.spread else "",
             )
             if text
         )
@@ -245,12 +286,31 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
             "annualized_return: mean daily net return x 252; sharpe: annualized_return / annualized_vol; "
             "max_drawdown: worst peak-to-trough fall of the net equity curve (a negative fraction); "
             "mean_turnover: mean daily sum of absolute weight changes (2 = opening or closing the whole book, "
-            "4 = replacing it); hit_rate: share of days with a position that made money.",
+            "4 = replacing it); hit_rate: share of days with a position that made money; wiped_out: the book "
+            "lost everything and stopped.",
             "",
         ]
+    if s.cost_sensitivity is not None and len(s.cost_sensitivity):
+        md += ["### Cost sensitivity", "", markdown_table(s.cost_sensitivity), ""]
+        md += [
+            "Sharpe at flat one-way costs per unit turnover (no spread); breakeven_bps: the flat cost at which "
+            "the mean daily net return is zero.",
+            "",
+        ]
+    if s.extreme_days is not None:
+        flagged = {k: v for k, v in s.extreme_days.items() if len(v)}
+        limit = f" beyond ±{format_value(s.flag_threshold)}" if s.flag_threshold is not None else ""
+        md += [f"### Book days{limit}", ""]
+        if not flagged:
+            md += ["None.", ""]
+        for name, days in flagged.items():
+            md += [f"{name}: {len(days)} day(s); the largest symbol contributions (weight x target) of each", ""]
+            md += [markdown_table(days.head(MAX_FLAGGED_ROWS)), ""]
+            if len(days) > MAX_FLAGGED_ROWS:
+                md += [f"... and {len(days) - MAX_FLAGGED_ROWS} more.", ""]
 
-    if s.walk_forward is not None and len(s.walk_forward):
-        md += ["## Walk-forward (mean ± std over folds)", "", format_folds(s.walk_forward), ""]
+    if s.baseline_training is not None and len(s.baseline_training):
+        md += ["## Baseline training", "", markdown_table(s.baseline_training), ""]
 
     plots: list[tuple[str, Path]] = []
     if s.training_history:

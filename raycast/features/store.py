@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from raycast import fs
 from raycast.features.normalize import Normalizer, fit_normalizer
+from raycast.features.spec import MARKET_COLUMNS
 from raycast.features.splits import Period, Split
 from raycast.features.windows import cut_windows, window_ends
 from raycast.storage import current_version_dir
@@ -90,8 +91,9 @@ def read_feature_frame(
 class FeatureBlocks:
     """Feature rows held once in memory, sorted by (symbol, date); windows are cut from them by index.
 
-    ``x`` is the normalized (rows, features) float32 matrix, ``y`` the raw target (return units). Memory grows
-    with rows, not rows x window.
+    ``x`` is the normalized (rows, features) float32 matrix, ``y`` the raw target (return units). ``market`` holds
+    the raw market columns (:data:`~raycast.features.spec.MARKET_COLUMNS`) the dataset has, as float64 arrays;
+    evaluation decides from them which rows could have been traded. Memory grows with rows, not rows x window.
     """
 
     def __init__(self, frame: pd.DataFrame, normalizer: Normalizer, window: int):
@@ -104,6 +106,7 @@ class FeatureBlocks:
         self.y = frame["target"].to_numpy(dtype=np.float32)
         self.raw_return = frame["return_1d"].to_numpy(dtype=np.float32) if "return_1d" in frame else None
         self.t = frame["t"].to_numpy(dtype=np.int64)
+        self.market = {c: frame[c].to_numpy(dtype=np.float64) for c in MARKET_COLUMNS if c in frame}
 
     def __len__(self) -> int:
         return len(self.y)
