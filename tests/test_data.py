@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import select
 import subprocess
 import sys
 import time
@@ -20,7 +20,6 @@ from raycast.data.files import read_user_files
 from raycast.data.ingest import ingest
 from raycast.data.sample import load_sample
 from raycast.data.store import (
-    PAUSE_ENV,
     current_version_dir,
     list_symbols,
     market_dir,
@@ -419,22 +418,45 @@ def test_empty_input_is_an_error(tmp_path):
 
 # ------------------------------------------------------------------------------------- crash safety
 
-_KILLED_INGEST = """
-import json, sys
+# An ingest in its own process, halted at a stage by wrapping the store function that marks it: it prints the
+# stage's name and waits to be killed there.
+_HALTED_INGEST = """
+import json, sys, threading
 from raycast.config import parse_config
+from raycast.data import store
 from raycast.data.ingest import ingest
+
+def halt(stage):
+    print(stage, flush=True)
+    threading.Event().wait()
+
+stage = sys.argv[2]
+if stage == "mid_write":  # the first symbol's file is written, the others are not
+    write = store._write_parquet
+    def write_then_halt(table, path):
+        write(table, path)
+        halt(stage)
+    store._write_parquet = write_then_halt
+else:  # before_switch: the version is complete and renamed, CURRENT still names the previous one
+    store._switch_current = lambda root, name: halt(stage)
 ingest(parse_config(json.loads(sys.argv[1])))
 """
 
 
-def _wait_for(predicate, proc, timeout=30.0):
+def _halted_writer(config: dict, stage: str, timeout: float = 60.0) -> subprocess.Popen:
+    """An ingest process stopped at ``stage``; fails if it ends or does not get there within ``timeout``."""
+    cmd = [sys.executable, "-c", _HALTED_INGEST, json.dumps(config), stage]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    raise AssertionError("the writer never reached the stage")
+    line = None
+    while line != "" and select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        line = proc.stdout.readline()  # "" once the writer has ended
+        if line.strip() == stage:
+            return proc
+    proc.kill()
+    _, err = proc.communicate()
+    raise AssertionError(f"the writer did not reach {stage}:\n{err[-2000:]}")
 
 
 @pytest.mark.parametrize("stage", ["mid_write", "before_switch"])
@@ -446,16 +468,16 @@ def test_killed_ingest_leaves_previous_dataset_intact(tmp_path, stage):
     bars_before = read_bars(storage)
 
     config = {"storage": storage, "ingest": {"source": "synthetic", "synthetic": {"n_symbols": 6, "seed": 1}}}
-    env = {**os.environ, PAUSE_ENV: f"{stage}:120", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_INGEST, json.dumps(config)], env=env)
+    proc = _halted_writer(config, stage)
     try:
+        # the writer really is at the stage: part of a new version on disk, or all of it beside the current one
         if stage == "mid_write":
-            _wait_for(lambda: any(root.glob(".tmp-*/symbol=*/data.parquet")), proc)
+            assert len(list(root.glob(".tmp-*/symbol=*/data.parquet"))) == 1
         else:
-            _wait_for(lambda: len(list(root.glob("v-*"))) == 2, proc)
+            assert len(list(root.glob("v-*"))) == 2 and not list(root.glob(".tmp-*"))
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        proc.kill()
+        proc.communicate()
 
     assert (root / "CURRENT").read_bytes() == current_before
     assert read_manifest(storage) == first

@@ -30,7 +30,6 @@ import fcntl
 import json
 import os
 import shutil
-import time
 import re
 import uuid
 from collections.abc import Iterator
@@ -51,7 +50,6 @@ CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 REJECTED = "rejected.parquet"
 DATA_FILE = "data.parquet"
-PAUSE_ENV = "RAYCAST_DATA_TEST_PAUSE"  # "<stage>:<seconds>" sleeps at a stage; lets tests kill a writer there
 
 BAR_SCHEMA = pa.schema(
     [("symbol", pa.string()), ("date", pa.timestamp("ns"))] + [(c, pa.float64()) for c in VALUE_COLUMNS]
@@ -135,7 +133,6 @@ def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, 
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _fsync_dir(root)
-        _pause("before_switch")
         previous = _current_name(root)
         _switch_current(root, name)
         keep = {name, previous, *referenced_versions(storage, "market")}  # registered models' data stays
@@ -153,7 +150,6 @@ def _write_remote(root: str, bars: pd.DataFrame, rejected: pd.DataFrame, manifes
     except BaseException:
         fs.delete_dir(fs.join(root, name))
         raise
-    _pause("before_switch")
     previous = _current_name(root)
     fs.write_text(fs.join(root, CURRENT), name + "\n")
     for old in fs.list_names(root, dirs_only=True):
@@ -167,13 +163,11 @@ def _write_version(out: fs.Location, bars: pd.DataFrame, rejected: pd.DataFrame,
     # One conversion to Arrow, then zero-copy slices per symbol (bars are sorted by symbol).
     table = _to_arrow(bars, BAR_SCHEMA)
     start = 0
-    for i, (symbol, size) in enumerate(bars.groupby("symbol", sort=True).size().items()):
+    for symbol, size in bars.groupby("symbol", sort=True).size().items():
         sym_dir = fs.join(out, symbol_dir_name(symbol))
         fs.makedirs(sym_dir)
         _write_parquet(table.slice(start, size), fs.join(sym_dir, DATA_FILE))
         start += size
-        if i == 0:
-            _pause("mid_write")
     _write_parquet(_to_arrow(rejected, REJECTED_SCHEMA), fs.join(out, REJECTED))
     fs.write_text(fs.join(out, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     if not fs.is_remote(out):
@@ -211,13 +205,6 @@ def _writer_lock(root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _pause(stage: str) -> None:
-    """Test hook: sleep at ``stage`` when ``RAYCAST_DATA_TEST_PAUSE=<stage>:<seconds>``."""
-    want, _, seconds = os.environ.get(PAUSE_ENV, "").partition(":")
-    if want == stage:
-        time.sleep(float(seconds or 60))
 
 
 def _current_name(root: fs.Location) -> str | None:
