@@ -8,13 +8,22 @@ missing or wrong API key (when one is configured). A model replica that is gone 
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from raycast.serve.errors import RequestError
-from raycast.serve.schemas import BatchRequest, BatchResponse, Health, Prediction, PredictRequest, Symbols
+from raycast.serve.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ErrorResponse,
+    Health,
+    Prediction,
+    PredictRequest,
+    Symbols,
+)
 from raycast.serve.service import PredictionService
 
 API_KEY_HEADER = "X-API-Key"
@@ -55,6 +64,21 @@ class BodyLimit:
         return f"request body of {'more than ' if at_least else ''}{size} bytes exceeds the limit of {self.limit} bytes"
 
 
+ERRORS = {
+    400: "the body could not be read (e.g. bytes that are not UTF-8)",
+    401: "missing or wrong X-API-Key (when the server has a key)",
+    404: "unknown symbol, or no stored row on as_of",
+    413: "request body over the limit",
+    422: "malformed request: the detail names each offending field or candle",
+    503: "the models are unreachable for now; retry (Retry-After)",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI entries for the errors a route answers, all with the one :class:`ErrorResponse` body."""
+    return {code: {"model": ErrorResponse, "description": ERRORS[code]} for code in codes}
+
+
 def create_api(service: PredictionService, api_key: str | None = None, max_body_bytes: int = 4_000_000) -> FastAPI:
     """The FastAPI app: ``/v1/predict``, ``/v1/predict/batch``, ``/v1/health``, ``/v1/models``, ``/v1/symbols``."""
     app = FastAPI(
@@ -63,13 +87,20 @@ def create_api(service: PredictionService, api_key: str | None = None, max_body_
         description="Next-day return predictions from an ensemble of LSTM, CNN and attention models.",
     )
 
+    expected_key = api_key.encode() if api_key is not None else None
+
     def require_key(x_api_key: str | None = Header(None, description="required when the server has a key")) -> None:
-        # compare_digest: the time taken does not leak how much of a guessed key was right.
-        if api_key is not None and not (x_api_key and secrets.compare_digest(x_api_key, api_key)):
+        # compare_digest: the time taken does not leak how much of a guessed key was right. It compares bytes:
+        # on str it raises for non-ASCII text, and a header arrives as its raw bytes decoded as latin-1.
+        if expected_key is None:
+            return
+        if not (x_api_key and secrets.compare_digest(x_api_key.encode("latin-1"), expected_key)):
             raise HTTPException(401, f"missing or invalid {API_KEY_HEADER} header")
 
-    v1 = APIRouter(prefix="/v1")
-    guarded = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
+    v1 = APIRouter(prefix="/v1", responses=error_responses(413))
+    guarded = APIRouter(
+        prefix="/v1", dependencies=[Depends(require_key)], responses=error_responses(400, 401, 404, 413, 422, 503)
+    )
 
     @v1.get("/health", response_model=Health)
     async def health() -> dict:
@@ -85,7 +116,7 @@ def create_api(service: PredictionService, api_key: str | None = None, max_body_
         """Predict many stored symbols (default: all) in one call."""
         return await service.predict_batch(req)
 
-    @guarded.get("/models")
+    @guarded.get("/models", response_model=dict[str, Any])
     async def models() -> dict:
         """The served model: version, training range, test metrics."""
         return service.model_info()

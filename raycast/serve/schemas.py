@@ -8,11 +8,25 @@ reports it per candle.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 # Any ticker ingest accepts (BRK.B, BF-B, 0700.HK, RDS/A): no whitespace or control characters, at most 64.
 SYMBOL = Field(min_length=1, max_length=64, pattern=r"^[^\s\x00-\x1f\x7f]+$", description="ticker, e.g. AAPL or BRK.B")
+
+# pandas' nanosecond timestamps span 1677-09-21..2262-04-11; the ingest validator keeps whole years inside that.
+EARLIEST, LATEST = dt.date(1678, 1, 1), dt.date(2261, 12, 31)
+
+
+def _in_range(day: dt.date) -> dt.date:
+    if not EARLIEST <= day <= LATEST:
+        raise ValueError(f"date {day} is outside the supported range {EARLIEST}..{LATEST}")
+    return day
+
+
+Day = Annotated[dt.date, AfterValidator(_in_range), Field(description=f"ISO date, {EARLIEST}..{LATEST}")]
+"""A date the feature code can hold (an ISO date between EARLIEST and LATEST)."""
 
 
 class Request(BaseModel):
@@ -22,7 +36,7 @@ class Request(BaseModel):
 class Candle(Request):
     """One daily bar."""
 
-    date: dt.date
+    date: Day
     open: float
     high: float
     low: float
@@ -34,7 +48,7 @@ class PredictRequest(Request):
     """A stored symbol (latest date or ``as_of``), or any symbol with its own candles."""
 
     symbol: str = SYMBOL
-    as_of: dt.date | None = Field(None, description="date whose window to use (default: the latest stored date)")
+    as_of: Day | None = Field(None, description="date whose window to use (default: the latest stored date)")
     candles: list[Candle] | None = Field(
         None, max_length=20_000, description="daily bars, oldest first: at least the window plus the indicator warm-up"
     )
@@ -50,7 +64,7 @@ class BatchRequest(Request):
     """Many stored symbols at once (default: the whole universe), on their latest dates or on ``as_of``."""
 
     symbols: list[str] | None = Field(None, max_length=20_000, description="default: every stored symbol")
-    as_of: dt.date | None = None
+    as_of: Day | None = None
 
 
 class Prediction(BaseModel):
@@ -89,3 +103,15 @@ class SymbolInfo(BaseModel):
 class Symbols(BaseModel):
     count: int
     symbols: list[SymbolInfo]
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx: ``detail`` is one message, or for a malformed request one entry per offending field."""
+
+    detail: str | list[FieldError]
