@@ -63,11 +63,15 @@ def run_demo(config: str, overrides: dict | None = None) -> dict:
     return {"report": report, "version": summary["train"]["version"], "answer": answer, "tune": tuned}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "-c", default="configs/demo.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     run_demo(args.config, parse_overrides(args.set))
 
 

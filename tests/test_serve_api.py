@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 import socket
 from pathlib import Path
 
@@ -14,7 +15,6 @@ import yaml
 from raycast.features.store import FeatureBlocks, current_features_dir, read_feature_frame
 from raycast.registry import load_predictor
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,7 +25,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(registered_model):
+def served(registered_model):  # every test using it is marked slow
     from ray import serve
 
     from raycast.serve.run import start_app
@@ -53,6 +53,22 @@ def test_serve_config_yaml_matches_serves_schema_and_the_builder():
         ServeArgs.model_validate(app.args | {"replicaz": 2})
 
 
+def test_serve_run_after_make_demo_serves_the_demos_model():
+    """The README's sequence, ``make demo`` then ``serve run serve_config.yaml``: both name the same storage."""
+    from raycast.config import load_config, parse_overrides
+    from raycast.demo import build_parser
+
+    recipe = (ROOT / "Makefile").read_text().split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    (command,) = [line.strip() for line in recipe.splitlines() if "raycast.demo" in line]
+    demo_args = build_parser().parse_args(shlex.split(command.split("raycast.demo", 1)[1]))
+    demo_storage = load_config(ROOT / demo_args.config, parse_overrides(demo_args.set)).storage
+    served = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]["storage"]
+    # both are resolved from the repository root, where `make` and `serve run` are started
+    assert (ROOT / served).resolve() == (ROOT / demo_storage).resolve(), (served, demo_storage)
+    assert "serve run serve_config.yaml" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.slow
 def test_health_models_symbols(served):
     cfg, client = served
     assert client.get("/v1/health").status_code == 200
@@ -63,6 +79,7 @@ def test_health_models_symbols(served):
     assert client.get("/docs").status_code == 200
 
 
+@pytest.mark.slow
 def test_served_prediction_equals_the_offline_ensemble(served):
     cfg, client = served
     predictor = load_predictor(cfg.storage, cfg.serve.version)
@@ -90,6 +107,7 @@ def test_served_prediction_equals_the_offline_ensemble(served):
     assert batch.json()["count"] == len(set(blocks.symbols.tolist()))
 
 
+@pytest.mark.slow
 def test_bad_input_gets_a_4xx_that_names_the_problem(served):
     cfg, client = served
     symbol = client.get("/v1/symbols").json()["symbols"][0]["symbol"]
