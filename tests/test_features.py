@@ -164,7 +164,7 @@ def test_walk_forward_folds_move_forward_without_overlap():
 
 
 @pytest.mark.parametrize("method", ["zscore", "minmax", "robust"])
-def test_normalizer_uses_training_rows_only(method):
+def test_normalizer_maps_training_rows_to_its_range(method):
     rng = np.random.default_rng(1)
     train = rng.normal(3.0, 2.0, size=(500, 2))
     norm = fit_normalizer(train, ["a", "b"], method, clip=50)
@@ -177,9 +177,43 @@ def test_normalizer_uses_training_rows_only(method):
         np.testing.assert_allclose(z.max(0), 1, atol=1e-6)
     else:
         np.testing.assert_allclose(np.median(z, 0), 0, atol=1e-5)
-    # later data, however extreme, does not move statistics fit on the training rows
-    assert fit_normalizer(train, ["a", "b"], method).to_json() == norm.to_json() | {"clip": 5.0}
     assert np.abs(norm.transform(np.full((1, 2), 1e9))).max() == 50
+
+
+@pytest.mark.parametrize("method", ["zscore", "minmax", "robust"])
+def test_normalizer_uses_training_rows_only(tmp_path, method):
+    """The statistics the feature pipeline saves ignore every row after the training period, however extreme,
+    and move with a single training row."""
+    from raycast.features.normalize import partial_stats
+    from raycast.features.pipeline import training_normalizer
+    from raycast.features.store import ROWS_DIR
+
+    rng = np.random.default_rng(1)
+    dates, symbols = pd.bdate_range("2020-01-01", periods=200), ["S0", "S1", "S2", "S3"]
+    rows = pd.DataFrame({"symbol": np.repeat(symbols, len(dates)), "date": np.tile(dates, len(symbols))})
+    rows[["a", "b"]] = rng.normal([3.0, -1.0], [2.0, 0.5], size=(len(rows), 2))
+    fc = FeatureConfig(normalization=method)
+    split = make_split(rows["date"], fc)
+
+    def saved_statistics(frame: pd.DataFrame, name: str) -> dict:
+        # as the pipeline has them: the rows written as Parquet, the write task's per-date statistics of them
+        features_dir = tmp_path / name
+        (features_dir / ROWS_DIR).mkdir(parents=True)
+        frame.to_parquet(features_dir / ROWS_DIR / "part-00000.parquet")
+        stats = partial_stats(pa.Table.from_pandas(frame), ["a", "b"], method)
+        return training_normalizer(stats, split, features_dir, ["a", "b"], fc).to_json()
+
+    base = saved_statistics(rows, "base")
+    after = (rows["date"] > split.train.end).to_numpy()  # embargo, validation and test rows
+    assert 0 < after.sum() < len(rows)
+    later = rows.copy()
+    later.loc[after, ["a", "b"]] = rng.normal(1e3, 1e3, size=(after.sum(), 2))
+    assert saved_statistics(later, "later") == base
+    one = rows.copy()
+    one.loc[one.loc[~after, "a"].idxmin(), "a"] = 1e3  # the lowest training value of a becomes the highest
+    moved = saved_statistics(one, "one")
+    assert moved["center"][0] != base["center"][0] or moved["scale"][0] != base["scale"][0]
+    assert moved["center"][1] == base["center"][1] and moved["scale"][1] == base["scale"][1]
 
 
 def test_windows_against_a_hand_computed_example():

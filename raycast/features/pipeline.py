@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from raycast import fs
-from raycast.config import RaycastConfig
-from raycast.features.normalize import MERGEABLE, merge_partial_stats
+from raycast.config import FeatureConfig, RaycastConfig
+from raycast.features.normalize import MERGEABLE, Normalizer, merge_partial_stats
 from raycast.features.spec import (
     FEATURE_SPEC_VERSION,
     WARMUP_BARS,
@@ -29,7 +29,7 @@ from raycast.features.spec import (
     compute_symbol_features,
     min_history_bars,
 )
-from raycast.features.splits import make_split, make_walk_forward
+from raycast.features.splits import Split, make_split, make_walk_forward
 from raycast.features.store import ROWS_DIR, features_base, fit_fold_normalizer
 from raycast.lineage import referenced_versions
 from raycast.storage import new_version_dir, publish
@@ -111,6 +111,18 @@ def _reason_kind(reason: str) -> str:
     return reason.split(" (")[0].split(":")[0]
 
 
+def training_normalizer(
+    stats: pd.DataFrame, split: Split, features_dir: fs.Location, names: list[str], fc: FeatureConfig
+) -> Normalizer:
+    """The normalization of ``split``'s training rows only, from the write tasks' per-date ``stats`` (see
+    :func:`~raycast.features.normalize.partial_stats`) where the method merges, else from the training rows read
+    back from ``features_dir``."""
+    if fc.normalization in MERGEABLE:
+        in_train = stats["date"] <= split.train.end
+        return merge_partial_stats(stats[in_train], names, fc.normalization, fc.clip)
+    return fit_fold_normalizer(features_dir, split, names, fc.normalization, fc.clip)  # quantiles do not merge
+
+
 def build_features(cfg: RaycastConfig) -> dict:
     """Featurize the current market dataset and publish a new feature dataset; returns its summary.
 
@@ -172,11 +184,7 @@ def build_features(cfg: RaycastConfig) -> dict:
         raise DataError(f"no feature rows: {skip_summary(0, skipped)} ({fs.display(market_dir)})")
     dates = stats["date"].to_numpy()
     split = make_split(dates, fc)
-    if fc.normalization in MERGEABLE:
-        in_train = stats["date"] <= split.train.end
-        normalizer = merge_partial_stats(stats[in_train], names, fc.normalization, fc.clip)
-    else:  # quantiles do not merge: read the training rows back
-        normalizer = fit_fold_normalizer(out_dir, split, names, fc.normalization, fc.clip)
+    normalizer = training_normalizer(stats, split, out_dir, names, fc)
     folds = [f.to_json() for f in make_walk_forward(dates, fc)]
 
     counts: dict[str, int] = {}
