@@ -675,6 +675,8 @@ def test_raycast_evaluate_reports_walk_forward_by_default(ray_session, tmp_path)
     for needle in ("## Walk-forward", "## Tradable universe", "stitched", "### Cost sensitivity",
                    "## Baseline training", "equity_curves.png", "Walk-forward wall time"):
         assert needle in text, needle
+    # a strong planted signal on 12 names is too good to be true for equities, and the report says so and why
+    assert "> **Warning" in text and "A planted signal" in text and "(tiny)" in text
     assert list_versions(cfg.storage) == []
 
     both = CliRunner().invoke(app, ["evaluate", "-c", str(config), "--walk-forward", "2", "--split"])

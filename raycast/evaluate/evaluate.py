@@ -198,11 +198,11 @@ def _canary(synthetic: dict | None, ic: float, what: str = "ensemble test IC") -
     return f"synthetic universe: planted oracle IC {synthetic['oracle_ic']:.4f}; {what} {ic:.4f}"
 
 
-def _run_context(cfg: RaycastConfig, meta_raw: dict, synthetic: dict | None, tradable: Tradable) -> RunContext:
+def _run_context(cfg: RaycastConfig, meta_raw: dict, synthetic: dict | None, unchecked: tuple[str, ...]) -> RunContext:
     return RunContext(
         label_delay=meta_raw.get("label_delay"),
         universe=universe_rule(cfg),
-        universe_unchecked=tradable.unchecked,
+        universe_unchecked=unchecked,
         oracle_ic=synthetic.get("oracle_ic") if synthetic else None,
     )
 
@@ -242,7 +242,7 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
     val_metrics, test_metrics = summarize(val_tradable, names), summarize(test_tradable, names)
     backtests = run_backtests(cfg, test_tradable, names, horizon)
     synthetic = _synthetic_info(cfg.storage, spec["features"].get("market_version"))
-    context = _run_context(cfg, meta.raw, synthetic, universe)
+    context = _run_context(cfg, meta.raw, synthetic, universe.unchecked)
     checks = scrutinize(cfg, test_tradable, test_metrics, backtests, horizon, context)
     run_dir = fs.join(fs.absolute(cfg.storage), "runs", spec["run_id"])
     history_file = fs.join(run_dir, "history.json")
@@ -373,7 +373,7 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
     stitched = pd.concat(tested, ignore_index=True)
     backtests = run_backtests(cfg, stitched, predictors, meta.horizon)
     synthetic = _synthetic_info(cfg.storage, meta.raw.get("market_version"))
-    context = _run_context(cfg, meta.raw, synthetic, Tradable(np.empty(0, bool), universe, unchecked))
+    context = _run_context(cfg, meta.raw, synthetic, unchecked)
     fold_ic = table[["ic_mean", "rank_ic_mean"]].rename(columns={"ic_mean": "ic", "rank_ic_mean": "rank_ic"})
     checks = scrutinize(cfg, stitched, fold_ic, backtests, meta.horizon, context)
     first, last = folds[0].test.start.date(), folds[-1].test.end.date()
