@@ -69,8 +69,12 @@ class BatchRequest(Request):
 
 class Prediction(BaseModel):
     symbol: str
-    as_of: dt.date = Field(description="the date of the window's last row: the prediction is for the next day")
-    prediction: float = Field(description=r"predicted next-day return (0.01 = +1%)")
+    as_of: dt.date = Field(
+        description="the date t of the window's last row (bars up to the close of t); the prediction is for the "
+        "return from the close of t+label_delay to the close of t+label_delay+horizon (by default the next trading "
+        "day's close to the one after)"
+    )
+    prediction: float = Field(description=r"predicted return over that span (0.01 = +1%)")
     base_predictions: dict[str, float]
     weights: dict[str, float] = Field(description="the ensemble's per-sample weights over the base models")
     model_version: str
