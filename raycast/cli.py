@@ -195,6 +195,25 @@ def predict(
 
 
 @app.command()
+def monitor(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    version: Annotated[str | None, typer.Option(help="Only this model version (default: every logged one).")] = None,
+    window: Annotated[int | None, typer.Option(help="Dates in the rolling IC and the drift check.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Realized IC, hit rate and feature drift of the logged predictions; exits 1 when a decay rule fires."""
+    from raycast.evaluate.monitor import format_table, run_monitor
+
+    cfg = _load(config, set_, storage=storage, **{"monitor.window": window})
+    result = _run(run_monitor, cfg, version)
+    typer.echo(f"{format_table(result)}\nreport: {fs.display(result.report)}")
+    if result.alerts:
+        typer.echo("\n".join(f"ALERT {a}" for a in result.alerts), err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
 def pipeline(config: ConfigOpt = None, storage: StorageOpt = None, set_: SetOpt = None) -> None:
     """Ingest, features, train, evaluate (and tune if configured) in one go."""
     from raycast.pipeline import run_pipeline

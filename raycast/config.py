@@ -413,6 +413,20 @@ class PipelineConfig(Strict):
     )
 
 
+class MonitorConfig(Strict):
+    """`raycast monitor`: realized skill of the logged predictions, feature drift, and the rules that flag decay."""
+
+    window: int = Field(
+        20, ge=2, description="dates in the rolling IC mean and its band, and recent feature dates in the drift check"
+    )
+    confidence_z: float = Field(
+        1.96, gt=0, description="band of the rolling mean: mean +/- this x std / sqrt(window) (1.96: 95%)"
+    )
+    psi_threshold: float = Field(0.25, gt=0, description="population stability index above which a feature drifted")
+    psi_features: int = Field(3, ge=1, description="drifted features that fire the drift rule")
+    psi_bins: int = Field(10, ge=2, le=100, description="quantile bins of the training period the PSI compares")
+
+
 class RayConfig(Strict):
     address: str | None = Field(None, description="None starts a local Ray; 'auto' joins a running cluster")
     num_cpus: int | None = None
@@ -434,6 +448,7 @@ class RaycastConfig(Strict):
     tune: TuneConfig = TuneConfig()
     serve: ServeConfig = ServeConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @field_validator("storage")
     @classmethod
