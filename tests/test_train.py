@@ -57,12 +57,37 @@ def test_ensemble_learns_the_planted_signal_and_beats_the_baselines(planted):
     test = metrics["test"]
     ens = test["ensemble"]["ic"]
     assert ens >= 0.5 * oracle, f"ensemble test IC {ens:.3f} < half the oracle IC {oracle:.3f}"
-    for baseline in ("momentum", "ridge"):
+    for baseline in ("momentum", "ridge", "lightgbm"):
         assert ens > test[baseline]["ic"], f"ensemble IC {ens:.3f} <= {baseline} IC {test[baseline]['ic']:.3f}"
     assert test["zero"]["ic"] is None or not np.isfinite(test["zero"]["ic"])  # a constant ranks nothing
     assert test["ensemble"]["direction_accuracy"] > 0.5
     # the ensemble stage never trains on the period it is tested on, and the backtest pays costs
     assert metrics["backtest"]["ensemble"]["annualized_return"] > metrics["backtest"]["momentum"]["annualized_return"]
+
+
+def test_the_head_learns_where_no_base_was_selected(planted):
+    """The bases early-stop on the selection part of validation; the head learns only after it, an embargo later."""
+    import pandas as pd
+
+    from raycast.features.splits import Period
+
+    cfg, _, trained, _ = planted
+    spec = trained.spec
+    stacking, val = spec["stacking"], spec["split"]["val"]
+    selection, part = stacking["selection"], stacking["stacking"]
+    assert val["start"] == selection["start"] and part["end"] == val["end"]
+    gap = pd.bdate_range(selection["end"], part["start"])[1:-1]  # business days strictly between the two parts
+    assert len(gap) >= stacking["embargo_days"] == 2  # label_delay 1 + horizon 1
+    meta = load_meta(current_features_dir(cfg.storage))
+    blocks = FeatureBlocks(read_feature_frame(current_features_dir(cfg.storage)), meta.normalizer, meta.window)
+    selection_windows = len(blocks.ends(Period(pd.Timestamp(selection["start"]), pd.Timestamp(selection["end"]))))
+    for name, fit in trained.fits.items():  # every epoch of every base was scored on the selection part only
+        assert {h["val_windows"] for h in fit.history} == {selection_windows}, name
+        assert spec["training"][name]["stacking_ic"] == stacking["ic"][name]
+    # what the report shows per member and for the equal-weight average, on dates no base was chosen on
+    assert set(stacking["ic"]) == {*trained.fits, "equal_weights"}
+    assert set(stacking["stop_label_ic"]["members"]) == set(trained.fits)
+    assert stacking["kept"] == "equal_weights" or isinstance(stacking["kept"], int)
 
 
 def test_ensemble_stage_leaves_the_bases_unchanged(planted):

@@ -18,7 +18,7 @@ from conftest import small_config
 from typer.testing import CliRunner
 
 from raycast.cli import app
-from raycast.config import WalkForwardConfig, dump_config, load_config
+from raycast.config import SearchDimension, WalkForwardConfig, dump_config, load_config
 from raycast.tune.space import apply_params, resolve_search_space
 
 TINY_LSTM = {"hidden_size": {"type": "choice", "values": [8, 16]}, "num_layers": {"type": "choice", "values": [1, 2]}}
@@ -79,6 +79,15 @@ def test_ensemble_lr_tunes_the_head(tmp_path):
     trial = apply_params(cfg, "ensemble", {"lr": 0.02, "weight_hidden": 8, "meta_hidden": [4]})
     assert trial.train.ensemble_lr == 0.02 and trial.train.lr == cfg.train.lr
     assert trial.models.ensemble.weight_hidden == 8 and trial.models.ensemble.meta_hidden == [4]
+
+
+def test_window_and_label_processing_are_searchable(tmp_path):
+    cfg = tune_config(tmp_path, search_space={"window": {"type": "choice", "values": [20, 30, 60]}})
+    assert resolve_search_space(cfg)["window"].values == [20, 30, 60]
+    trial = apply_params(cfg, "lstm", {"window": 60, "label_transform": "zscore"})
+    assert trial.train.window == 60 and trial.train.label_transform == "zscore"
+    with pytest.raises(ValueError, match="tune.search_space.window: value 1 is not accepted"):
+        resolve_search_space(tune_config(tmp_path, search_space={"window": {"type": "choice", "values": [1, 20]}}))
 
 
 # --------------------------------------------------------------------------------------- with Ray
@@ -173,6 +182,27 @@ def test_ensemble_head_optuna_search_on_the_registered_version(store, trained_be
     assert best.train.ensemble_lr == pytest.approx(out["best_params"]["lr"])
     assert best.models.ensemble.weight_hidden == out["best_params"]["weight_hidden"]
     assert best.train.ensemble_epochs == EPOCHS and out["trials"] == 4 and out["errored"] == 0
+
+
+def test_trials_search_the_window_on_walk_forward_folds_side_by_side(store):
+    """tune.folds scores trials on walk-forward folds (two at once with two CPUs a trial); each trial reads the
+    window it sampled, and the winner's window lands in the best config."""
+    from raycast.tune.search import run_search
+
+    wf = store.features.model_copy(update={"walk_forward": WalkForwardConfig(folds=0, val_days=40, test_days=40)})
+    cfg = with_tune(store.model_copy(update={"features": wf}), num_samples=2, max_epochs=1, scheduler="fifo", seeds=1,
+                    folds=2, cpus_per_trial=2, search_space={"window": SearchDimension(type="choice", values=[10, 20])})  # fmt: skip
+    out = run_search(cfg)
+    assert out["trials"] == 2 and out["errored"] == 0
+    reports = {}
+    for trial in (Path(out["dir"]) / "search").glob("*/result.json"):
+        report = json.loads(trial.read_text().splitlines()[-1])
+        assert report["score"] == pytest.approx((report["fold0_score"] + report["fold1_score"]) / 2)
+        reports[report["config"]["window"]] = report
+    assert sorted(reports) == [10, 20]  # the search's seed samples both
+    # each symbol's first window-1 rows end no window: the longer window trains on fewer of them
+    assert reports[10]["train_windows"] > reports[20]["train_windows"]
+    assert load_config(out["best_config"]).train.window == out["best_params"]["window"]
 
 
 def test_walk_forward_trials_score_the_mean_over_folds(store):

@@ -1,18 +1,82 @@
-"""The ensemble stage: the weight predictor and meta-learner fit on base predictions the bases never trained on.
+"""The ensemble stage: the weight predictor and meta-learner fit on base predictions no base was chosen on.
 
-The bases are fit on the training period; their outputs on the validation period are out-of-sample, and that is
-what the ensemble head learns from (the earlier part of the period to fit, the later part to stop early).
-Fitting on the bases' own training predictions would teach the head to trust overfit outputs.
+The bases are fit on the training period and early-stopped on the earlier part of the validation period (the
+selection part). Their outputs there were picked for looking good on those very dates, so the head learns only on
+the later part (the stacking part), a label span after the selection part ends: there the bases' outputs are as
+out-of-sample as they will be on the test period. Inside the stacking part the head fits on the earlier dates and
+stops on the later ones, again a label span apart.
+
+The head starts at equal weights (its output layers zeroed: uniform softmax weights, no meta-learner correction)
+and its output layers pay an L2 penalty that fades with the amount of data (``train.ensemble_shrinkage``). The
+equal-weight start is itself a candidate: a head that does not beat it clearly on the held-out dates is not kept.
+Thin data therefore gives an equal-weight average, which rarely loses to a fitted combiner of noisy members.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from raycast.config import RaycastConfig
+from raycast.features.splits import Period, Split
+
+MIN_STACKING_DATES = 6
+"""Fewest dates a stacking part may have: the head's fit and stop parts each need a few whole dates."""
+
+
+@dataclass(frozen=True)
+class StackingPeriods:
+    """The validation period cut in two: where the bases are selected, and where the head learns."""
+
+    selection: Period
+    stacking: Period
+    embargo: int
+
+    def base_split(self, split: Split) -> Split:
+        """``split`` with its validation period narrowed to the selection part (what the bases early-stop on)."""
+        return Split(split.train, self.selection, split.test)
+
+    def to_json(self) -> dict:
+        return {
+            "selection": {"start": str(self.selection.start.date()), "end": str(self.selection.end.date())},
+            "stacking": {"start": str(self.stacking.start.date()), "end": str(self.stacking.end.date())},
+            "embargo_days": self.embargo,
+        }
+
+
+def _sorted_dates(dates: np.ndarray) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(pd.unique(pd.DatetimeIndex(dates))).sort_values()
+
+
+def stacking_periods(val_dates: np.ndarray, fraction: float, embargo: int) -> StackingPeriods:
+    """The later ``fraction`` of the validation dates for the head, the rest (less ``embargo`` dates) for the bases."""
+    d = _sorted_dates(val_dates)
+    n_stack = int(round(len(d) * fraction))
+    n_select = len(d) - n_stack - embargo
+    if n_stack < MIN_STACKING_DATES or n_select < 2:
+        raise ValueError(
+            f"the validation period has {len(d)} dates: too few to give the bases' selection part (>= 2 dates), "
+            f"an embargo of {embargo} and the ensemble's stacking part (train.stacking_fraction {fraction}: "
+            f"{n_stack} dates, >= {MIN_STACKING_DATES} needed); lengthen features.split.val_frac or "
+            "features.walk_forward.val_days"
+        )
+    return StackingPeriods(Period(d[0], d[n_select - 1]), Period(d[-n_stack], d[-1]), embargo)
+
+
+def fit_and_stop_rows(dates: np.ndarray, embargo: int, stop_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the head's fit part (earlier dates) and stop part (the last ``stop_fraction``), ``embargo`` apart."""
+    d = _sorted_dates(dates)
+    n_stop = max(2, int(round(len(d) * stop_fraction)))
+    n_fit = len(d) - n_stop - embargo
+    if n_fit < 2:
+        raise ValueError(f"the stacking part has {len(d)} dates: too few to fit the ensemble head and stop it")
+    day = pd.DatetimeIndex(dates)
+    return np.flatnonzero(day <= d[n_fit - 1]), np.flatnonzero(day >= d[-n_stop])
 
 
 @torch.no_grad()
@@ -29,55 +93,132 @@ def base_outputs(bases: dict[str, torch.nn.Module], x: np.ndarray, ends: np.ndar
     return np.column_stack(cols).astype(np.float32)
 
 
+def output_layers(ensemble: torch.nn.Module) -> list[torch.nn.Linear]:
+    """The layers whose zero weights make the head an equal-weight average (``EnsembleModel``) or silent."""
+    layers = [ensemble.meta_learner[-1]]
+    if hasattr(ensemble, "weight_predictor"):
+        layers.append(next(m for m in reversed(ensemble.weight_predictor) if isinstance(m, torch.nn.Linear)))
+    return layers
+
+
+def start_at_equal_weights(ensemble: torch.nn.Module) -> None:
+    """Zero the output layers: uniform softmax weights and no meta-learner correction (mean of the bases / 2)."""
+    with torch.no_grad():
+        for layer in output_layers(ensemble):
+            layer.weight.zero_()
+            layer.bias.zero_()
+
+
+def _ic(pred: np.ndarray, target: np.ndarray, dates: np.ndarray) -> float:
+    from raycast.train.loop import cross_sectional_ic
+
+    return cross_sectional_ic(dates, pred, target)[0]
+
+
+def _scores(pred: np.ndarray, target: np.ndarray, dates: np.ndarray) -> dict:
+    from raycast.train.loop import cross_sectional_ic
+
+    ic, rank_ic = cross_sectional_ic(dates, pred, target)
+    return {"val_ic": ic, "val_rank_ic": rank_ic, "val_loss": float(np.mean((pred - target) ** 2))}
+
+
+def beats_clearly(pred: np.ndarray, baseline: np.ndarray, target: np.ndarray, dates: np.ndarray) -> bool:
+    """Whether ``pred``'s per-date IC beats ``baseline``'s by more than two standard errors of the difference.
+
+    Paired by date, so the noise both share (a hard day for every predictor) cancels. Two standard errors, not
+    one: ``pred`` is the best of several epochs on these very dates, so a bare win is expected by chance alone.
+    """
+    from raycast.evaluate.metrics import daily_ic
+
+    frame = pd.DataFrame({"date": dates, "target": target, "pred": pred, "base": baseline})
+    diff = (daily_ic(frame, "pred") - daily_ic(frame, "base")).dropna()
+    if len(diff) < 3:
+        return False
+    return bool(diff.mean() > 2 * diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
 def fit_ensemble_head(
     cfg: RaycastConfig,
     bases: dict[str, torch.nn.Module],
     outputs: np.ndarray,
     target: np.ndarray,
     dates: np.ndarray,
-) -> tuple[torch.nn.Module, list[dict]]:
-    """Train the ensemble head on (n, n_bases) base outputs and standardized targets; bases stay frozen."""
+    embargo: int = 0,
+    on_epoch: Callable[[dict, dict], None] | None = None,
+) -> tuple[torch.nn.Module, list[dict], dict]:
+    """Train the head on (n, n_bases) base outputs and processed targets of the stacking part; bases stay frozen.
+
+    The epoch with the best IC on the stop dates is kept only if it beats the equal-weight start there by more
+    than two standard errors (:func:`beats_clearly`); otherwise the head stays at equal weights. Returns the head, its
+    per-epoch history, and a summary on the held-out stop dates: each member's IC against ``target``, the
+    equal-weight average's and the kept head's (``kept`` says which epoch, or ``equal_weights``).
+    ``on_epoch(metrics, kept_metrics)`` is called after every epoch with its stop-date scores and those of the
+    best state so far (a Tune trial reports them).
+    """
     from raycast.models import create_ensemble_model
+    from raycast.train.labels import DateBatches
+    from raycast.train.loop import make_loss
 
     torch.manual_seed(cfg.train.seed)
     tc = cfg.train
     ensemble = create_ensemble_model(bases, cfg.models.ensemble)
-    unique = np.unique(dates)
-    cut = unique[int(len(unique) * 0.75)] if len(unique) > 4 else unique[-1]
-    fit_rows, stop_rows = np.flatnonzero(dates < cut), np.flatnonzero(dates >= cut)
-    if len(fit_rows) < 8 or len(stop_rows) < 2:
-        raise ValueError(f"the validation period has too few windows ({len(dates)}) to fit the ensemble head")
+    start_at_equal_weights(ensemble)
+    fit_rows, stop_rows = fit_and_stop_rows(dates, embargo)
     x = torch.tensor(outputs)  # a copy: arrays that arrive through Ray's object store are read-only
     y = torch.as_tensor(target, dtype=torch.float32)
     params = [p for p in ensemble.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=tc.ensemble_lr)
-    loss_fn = torch.nn.MSELoss()
+    loss_fn = make_loss(tc.loss)
+    penalty = tc.ensemble_shrinkage / len(fit_rows)
     rng = np.random.default_rng(tc.seed)
-    best, best_state, bad, history = float("inf"), None, 0, []
-    batch = min(tc.batch_size, len(fit_rows))
+    batches = DateBatches(fit_rows, dates[fit_rows], tc.batch_size)
+    stop_dates, stop_target = dates[stop_rows], target[stop_rows]
+
+    def stop_predictions() -> np.ndarray:
+        ensemble.eval()
+        with torch.no_grad():
+            return ensemble.forward_from_base_predictions(x[stop_rows])[0].reshape(-1).numpy()
+
+    equal_state, equal_pred = copy.deepcopy(ensemble.state_dict()), stop_predictions()
+    best_metrics = {"epoch": -1} | _scores(equal_pred, stop_target, stop_dates)
+    best, best_state, best_pred, kept, bad, history = best_metrics["val_ic"], equal_state, equal_pred, "equal_weights", 0, []
     for epoch in range(tc.ensemble_epochs):
         ensemble.train()
-        order = rng.permutation(fit_rows)
         total, steps = 0.0, 0
-        for i in range(0, len(order) - batch + 1, batch):  # full batches only: BatchNorm needs > 1 row
-            idx = torch.as_tensor(order[i : i + batch])
+        for rows, groups in batches.epoch(rng, batches.steps):
+            if len(rows) < 2:  # BatchNorm needs more than one row
+                continue
+            idx = torch.as_tensor(rows)
             pred, _ = ensemble.forward_from_base_predictions(x[idx])
-            loss = loss_fn(pred.reshape(-1), y[idx])
+            loss = loss_fn(pred.reshape(-1), y[idx], torch.as_tensor(groups))
+            shrink = sum((layer.weight**2).sum() + (layer.bias**2).sum() for layer in output_layers(ensemble))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss + penalty * shrink).backward()
             torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             optimizer.step()
             total, steps = total + float(loss.detach()), steps + 1
-        ensemble.eval()
-        with torch.no_grad():
-            pred, _ = ensemble.forward_from_base_predictions(x[stop_rows])
-            val_loss = float(loss_fn(pred.reshape(-1), y[stop_rows]))
-        history.append({"epoch": epoch, "train_loss": total / max(steps, 1), "val_loss": val_loss})
-        if val_loss < best:
-            best, best_state, bad = val_loss, copy.deepcopy(ensemble.state_dict()), 0
+        pred = stop_predictions()
+        metrics = {"epoch": epoch, "train_loss": total / max(steps, 1)} | _scores(pred, stop_target, stop_dates)
+        history.append(metrics)
+        if metrics["val_ic"] > best:
+            best, best_state, best_pred, kept, bad = metrics["val_ic"], copy.deepcopy(ensemble.state_dict()), pred, epoch, 0
+            best_metrics = metrics
         else:
             bad += 1
-            if bad >= tc.patience:
-                break
+        if on_epoch is not None:
+            on_epoch(metrics, best_metrics)
+        if bad >= tc.patience:
+            break
+    if kept != "equal_weights" and not beats_clearly(best_pred, equal_pred, stop_target, stop_dates):
+        best, best_state, kept = _ic(equal_pred, stop_target, stop_dates), equal_state, "equal_weights"
     ensemble.load_state_dict(best_state)
-    return ensemble.eval(), history
+    members = {n: _ic(outputs[stop_rows, i], stop_target, stop_dates) for i, n in enumerate(bases)}
+    summary = {
+        "stop_label_ic": {"members": members, "equal_weights": _ic(outputs[stop_rows].mean(axis=1), stop_target, stop_dates),
+                    "ensemble": best},
+        "kept": kept,
+        "fit_windows": int(len(fit_rows)),
+        "stop_windows": int(len(stop_rows)),
+        "penalty": penalty,
+    }  # fmt: skip
+    return ensemble.eval(), history, summary

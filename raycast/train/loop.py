@@ -24,6 +24,7 @@ from raycast.config import RaycastConfig
 from raycast.features.normalize import Normalizer
 from raycast.features.splits import Split
 from raycast.features.store import FeatureBlocks
+from raycast.train.labels import DateBatches
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -71,8 +72,51 @@ def cross_sectional_ic(dates: np.ndarray, pred: np.ndarray, target: np.ndarray) 
     return float(ic) if np.isfinite(ic) else 0.0, float(rank_ic) if np.isfinite(rank_ic) else 0.0
 
 
-def make_loss(name: str) -> torch.nn.Module:
-    return torch.nn.HuberLoss(delta=1.0) if name == "huber" else torch.nn.MSELoss()
+def make_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``loss(pred, target, date_groups)``; only the IC loss reads the groups."""
+    from raycast.train.labels import ic_loss
+
+    if name == "ic":
+        return ic_loss
+    pointwise = torch.nn.HuberLoss(delta=1.0) if name == "huber" else torch.nn.MSELoss()
+    return lambda pred, target, groups: pointwise(pred, target)
+
+
+def training_labels(job: TrainJob, blocks: FeatureBlocks, ends: np.ndarray) -> np.ndarray:
+    """Per-row labels the loss sees (``train.label_transform``), filled in at ``ends`` (NaN elsewhere).
+
+    Processed over the windows this worker holds: under DDP each rank ranks its own shard of a date's symbols.
+    """
+    from raycast.train.labels import process_labels
+
+    tc = job.cfg.train
+    y = np.full(len(blocks), np.nan, dtype=np.float32)
+    y[ends] = process_labels(
+        blocks.y[ends], blocks.dates[ends], tc.label_transform, job.target_mean, job.target_std, tc.label_clip
+    )
+    return y
+
+
+def label_line(pred: np.ndarray, label: np.ndarray) -> tuple[float, float]:
+    """Slope and intercept of the least-squares line from predictions to labels (NaN labels left out)."""
+    keep = np.isfinite(label) & np.isfinite(pred)
+    p, y = pred[keep].astype(np.float64), label[keep].astype(np.float64)
+    var = float(np.var(p)) if len(p) > 1 else 0.0
+    slope = float(np.mean((p - p.mean()) * (y - y.mean())) / var) if var > 0 else 0.0
+    return slope, float(y.mean() - slope * p.mean()) if len(p) else 0.0
+
+
+def calibrate_output(model: torch.nn.Module, slope: float, intercept: float) -> None:
+    """Fold ``output -> slope * output + intercept`` into the model's final linear layer.
+
+    A model trained with the IC loss ranks well but its outputs have no scale of their own; the line fit on the
+    validation windows puts them in the label's units, so the ensemble head averages comparable numbers and the
+    registry's return-unit predictions mean something.
+    """
+    layer = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        layer.weight.mul_(slope)
+        layer.bias.mul_(slope).add_(intercept)
 
 
 @torch.no_grad()
@@ -152,8 +196,9 @@ def fit_epochs(
     val_blocks = FeatureBlocks(val_frame, normalizer, job.window)
     train_ends, val_ends = train_blocks.ends(split.train), val_blocks.ends(split.val)
     x_train = torch.as_tensor(train_blocks.x, device=device)
-    y_train = torch.as_tensor((train_blocks.y - job.target_mean) / job.target_std, device=device)
+    y_train = torch.as_tensor(training_labels(job, train_blocks, train_ends), device=device)
     x_val = torch.as_tensor(val_blocks.x, device=device)
+    y_val_loss = training_labels(job, val_blocks, val_ends)[val_ends]  # val_loss in the loss's own units
 
     model_params = getattr(job.cfg.models, job.model).model_dump()
     model = build_model(job.model, len(normalizer.features), job.window, model_params)
@@ -178,7 +223,9 @@ def fit_epochs(
         history = json.loads(state["history"])
 
     # DDP needs the same number of steps on every rank, whatever the size of each shard.
-    steps = int(_all_ranks(max(1, len(train_ends) // tc.batch_size), "min", device))
+    by_date = DateBatches(train_ends, train_blocks.dates[train_ends], tc.batch_size) if tc.batch_sampling == "date" else None
+    steps = by_date.steps if by_date is not None else max(1, len(train_ends) // tc.batch_size)
+    steps = int(_all_ranks(steps, "min", device))
     workers = torch.distributed.get_world_size() if _distributed() else 1
     train_windows = int(_all_ranks(len(train_ends), "sum", device))  # each rank holds a disjoint shard
     if tc.max_steps_per_epoch:
@@ -189,35 +236,42 @@ def fit_epochs(
     for epoch in range(start_epoch, tc.epochs):
         started = time.perf_counter()
         model.train()
-        order = rng.permutation(train_ends)
         total = torch.zeros((), device=device)  # summed on the device: a float() per step would sync the GPU
-        for step in range(steps):
-            ends = torch.as_tensor(order[step * tc.batch_size : (step + 1) * tc.batch_size], device=device)
+        windows = 0
+        for ends, groups in _batches(by_date, train_ends, tc.batch_size, steps, rng):
+            ends = torch.as_tensor(ends, device=device)
             xb = x_train[ends[:, None] + offsets]
             with autocast():
-                loss = loss_fn(model(xb).float().reshape(-1), y_train[ends])
+                loss = loss_fn(model(xb).float().reshape(-1), y_train[ends], torch.as_tensor(groups, device=device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
             total += loss.detach()
+            windows += len(ends)
 
         train_seconds = time.perf_counter() - started
         pred = predict_blocks(model, x_val, val_ends, job.window, 4096, autocast)
         y_val = (val_blocks.y[val_ends] - job.target_mean) / job.target_std
         ic, rank_ic = cross_sectional_ic(val_blocks.dates[val_ends], pred, y_val)
+        slope, intercept = label_line(pred, y_val_loss)
+        # the IC loss leaves the outputs' scale free: their loss is scored after the line that fixes it
+        scored = slope * pred + intercept if tc.loss == "ic" else pred
         metrics = {
             "epoch": epoch,
             "train_loss": float(total) / steps,
-            "val_loss": float(np.mean((pred - y_val) ** 2)) if len(pred) else float("nan"),
+            "val_loss": float(np.nanmean((scored - y_val_loss) ** 2)) if len(pred) else float("nan"),
             "val_ic": ic,
             "val_rank_ic": rank_ic,
+            "val_slope": slope,  # the line from outputs to labels on the validation windows
+            "val_intercept": intercept,
             "lr": optimizer.param_groups[0]["lr"],
             "train_seconds": train_seconds,
             "val_seconds": time.perf_counter() - started - train_seconds,
-            "samples_per_s": steps * tc.batch_size * workers / max(train_seconds, 1e-9),
+            "samples_per_s": windows * workers / max(train_seconds, 1e-9),
             "workers": workers,
             "train_windows": train_windows,
+            "val_windows": len(val_ends),
             "replica_spread": _replica_spread(model, device),
         }
         score = metrics[tc.early_stop_metric]
@@ -243,6 +297,17 @@ def fit_epochs(
         yield metrics, checkpoint_state
         if stop:
             return
+
+
+def _batches(by_date, ends: np.ndarray, batch_size: int, steps: int, rng: np.random.Generator):
+    """One epoch of (window ends, date group per window) batches: whole dates, or random windows."""
+    if by_date is not None:
+        yield from by_date.epoch(rng, steps)
+        return
+    order = rng.permutation(ends)
+    for step in range(steps):
+        chunk = order[step * batch_size : (step + 1) * batch_size]
+        yield chunk, np.zeros(len(chunk), dtype=np.int64)
 
 
 def train_fn_per_worker(config: dict) -> None:

@@ -7,17 +7,20 @@ import json
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import ray
 import torch
 
 from raycast import credentials, fs
 from raycast.config import RaycastConfig
 from raycast.features.normalize import Normalizer
-from raycast.features.splits import Split
-from raycast.features.store import FeatureBlocks, current_features_dir, load_meta, read_feature_frame
+from raycast.features.splits import Period, Split
+from raycast.features.store import ROWS_DIR, FeatureBlocks, current_features_dir, load_meta, read_feature_frame
 from raycast.registry import HEAD, build_base, head_state, save_version
-from raycast.train.ensemble import base_outputs, fit_ensemble_head
+from raycast.train.ensemble import StackingPeriods, base_outputs, fit_ensemble_head, stacking_periods
+from raycast.train.loop import cross_sectional_ic
 from raycast.train.trainer import FitResult, fit_base_models, target_stats
 
 
@@ -49,11 +52,26 @@ def period_blocks(features_dir: fs.Location, split: Split, normalizer: Normalize
     return FeatureBlocks(frame[frame["date"] >= lookback], normalizer, window)
 
 
+def period_dates(features_dir: fs.Location, period: Period) -> np.ndarray:
+    """The dates of the feature rows inside ``period`` (only the date column is read)."""
+    filesystem, path = fs.resolve(fs.join(features_dir, ROWS_DIR))
+    filters = [("date", ">=", period.start.to_pydatetime()), ("date", "<=", period.end.to_pydatetime())]
+    table = pq.read_table(path, columns=["date"], filters=filters, filesystem=filesystem)
+    return table.column("date").to_numpy()
+
+
+def label_span(features_dir: fs.Location) -> int:
+    """Dates a label reaches past its own date, as the feature dataset built it."""
+    meta = load_meta(features_dir)
+    return int(meta.raw.get("label_delay", 0)) + meta.horizon
+
+
 @ray.remote(num_cpus=0.5)
-def _fit_ensemble_task(cfg_data: dict, bases: dict, outputs, target, dates):
+def _fit_ensemble_task(cfg_data: dict, bases: dict, outputs, target, dates, embargo: int):
     # A Ray task, so that on a cluster the (small) ensemble stage runs on a worker rather than the driver.
-    ensemble, history = fit_ensemble_head(RaycastConfig.model_validate(cfg_data), bases, outputs, target, dates)
-    return head_state(ensemble), history
+    cfg = RaycastConfig.model_validate(cfg_data)
+    ensemble, history, summary = fit_ensemble_head(cfg, bases, outputs, target, dates, embargo)
+    return head_state(ensemble), history, summary
 
 
 def fit_ensemble(
@@ -66,9 +84,15 @@ def fit_ensemble(
     run_id: str,
     run_dir: fs.Location,
     target: tuple[float, float],
+    periods: StackingPeriods | None = None,
 ) -> TrainedEnsemble:
-    """Freeze the fitted bases and fit the ensemble head on their validation-period outputs."""
+    """Freeze the fitted bases and fit the ensemble head on their outputs over the stacking part of validation.
+
+    ``periods`` are the parts the bases were selected on and the head learns on; by default the validation
+    period is cut as ``train.stacking_fraction`` says.
+    """
     from raycast.models import create_ensemble_model
+    from raycast.train.labels import process_labels
 
     members = [m for m in cfg.models.ensemble.members if m in fits]
     if not members:
@@ -77,13 +101,20 @@ def fit_ensemble(
     bases = {n: build_base(spec_stub, n, fits[n].state_dict) for n in members}
     mean, std = target
     horizon = load_meta(features_dir).horizon  # the targets' horizon is the dataset's, whatever the config says now
-    blocks = period_blocks(features_dir, split, normalizer, window, split.val.start)
-    val_ends = blocks.ends(split.val)
-    outputs = base_outputs(bases, blocks.x, val_ends, window)
-    target = (blocks.y[val_ends] - mean) / std
-    head, history = ray.get(
-        _fit_ensemble_task.remote(cfg.model_dump(mode="json"), bases, outputs, target, blocks.dates[val_ends])
+    tc = cfg.train
+    if periods is None:
+        periods = stacking_periods(period_dates(features_dir, split.val), tc.stacking_fraction, label_span(features_dir))
+    blocks = period_blocks(features_dir, split, normalizer, window, periods.stacking.start)
+    ends = blocks.ends(periods.stacking)
+    dates = blocks.dates[ends]
+    outputs = base_outputs(bases, blocks.x, ends, window)
+    target = process_labels(blocks.y[ends], dates, tc.label_transform, mean, std, tc.label_clip)
+    head, history, summary = ray.get(
+        _fit_ensemble_task.remote(cfg.model_dump(mode="json"), bases, outputs, target, dates, periods.embargo)
     )
+    raw = blocks.y[ends]  # ICs against raw returns, as evaluation computes them
+    stacking_ic = {n: cross_sectional_ic(dates, outputs[:, i], raw)[0] for i, n in enumerate(bases)}
+    stacking_ic["equal_weights"] = cross_sectional_ic(dates, outputs.mean(axis=1), raw)[0]
     ensemble = create_ensemble_model(bases, cfg.models.ensemble)
     ensemble.load_state_dict(head, strict=False)
     spec = {
@@ -92,7 +123,8 @@ def fit_ensemble(
         "members": members,
         "models": cfg.models.model_dump(),
         "train": cfg.train.model_dump(),
-        "target": {"mean": mean, "std": std, "horizon": horizon},
+        # outputs are in the processed label's units (label_transform) times std plus mean
+        "target": {"mean": mean, "std": std, "horizon": horizon, "label_transform": tc.label_transform},
         "features": {
             "features": normalizer.features,
             "window": window,
@@ -101,9 +133,16 @@ def fit_ensemble(
             "features_version": fs.name(features_dir),
         },
         "split": split.to_json(),
-        "training": {n: {"best": f.best_metrics, "epochs": len(f.history)} for n, f in fits.items()}
-        | {"ensemble": {"epochs": len(history), "best_val_loss": min(h["val_loss"] for h in history)}},
-    }
+        # Every figure here is on validation dates: "best" on the selection part the bases were chosen on,
+        # "stacking" on the later part nothing was chosen on: "ic", each member's and the equal-weight average's
+        # IC against raw returns over the whole part; "stop_label_ic", the same and the kept head's against the
+        # processed label on the head's held-out stop dates (the only dates where the head is out-of-sample too).
+        "stacking": periods.to_json() | {"ic": stacking_ic} | summary,
+        "training": {n: {"best": f.best_metrics, "epochs": len(f.history), "stacking_ic": stacking_ic.get(n)}
+                     for n, f in fits.items()}
+        | {"ensemble": {"epochs": len(history), "kept": summary["kept"],
+                        "stop_label_ic": summary["stop_label_ic"]["ensemble"]}},
+    }  # fmt: skip
     return TrainedEnsemble(run_id, run_dir, fits, bases, ensemble.eval(), history, spec)
 
 
@@ -131,8 +170,10 @@ def train(
     fs.write_text(fs.join(run_dir, "config.json"), json.dumps(config, indent=2))
     print(f"[raycast] run {run_id}: training {', '.join(cfg.train.models)} on {split.train.start.date()}..{split.train.end.date()}", flush=True)
     target = target_stats(features_dir, split)  # one read of the training targets for every stage below
-    fits = fit_base_models(cfg, features_dir, split, normalizer, meta.window, run_dir, target)
-    trained = fit_ensemble(cfg, features_dir, split, normalizer, meta.window, fits, run_id, run_dir, target)
+    periods = stacking_periods(period_dates(features_dir, split.val), cfg.train.stacking_fraction, label_span(features_dir))
+    window = cfg.train.window or meta.window
+    fits = fit_base_models(cfg, features_dir, periods.base_split(split), normalizer, window, run_dir, target)
+    trained = fit_ensemble(cfg, features_dir, split, normalizer, window, fits, run_id, run_dir, target, periods)
     fs.write_text(
         fs.join(run_dir, "history.json"),
         json.dumps({n: f.history for n, f in fits.items()} | {"ensemble": trained.ensemble_history}, indent=2),

@@ -120,9 +120,22 @@ def fit_base_model(
         latest = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     history = json.loads(latest["history"])
     best_metrics = next((h for h in history if h["epoch"] == state["epoch"]), history[-1])
-    return FitResult(
-        name, state["model"], best_metrics | {"target_mean": mean, "target_std": std}, history, str(best.path)
-    )
+    weights = state["model"]
+    if tc.loss == "ic":  # a scale-free loss: put the outputs in the label's units (see calibrate_output)
+        weights = calibrated(cfg, name, weights, normalizer, window, best_metrics["val_slope"], best_metrics["val_intercept"])
+    return FitResult(name, weights, best_metrics | {"target_mean": mean, "target_std": std}, history, str(best.path))
+
+
+def calibrated(cfg: RaycastConfig, name: str, weights: dict, normalizer: Normalizer, window: int, slope: float,
+               intercept: float) -> dict:  # fmt: skip
+    """``weights`` of base model ``name`` with the line ``slope * output + intercept`` folded into them."""
+    from raycast.models import build_model
+    from raycast.train.loop import calibrate_output
+
+    model = build_model(name, len(normalizer.features), window, getattr(cfg.models, name).model_dump())
+    model.load_state_dict(weights)
+    calibrate_output(model, slope, intercept)
+    return model.state_dict()
 
 
 def fit_base_models(

@@ -3,7 +3,7 @@
 Base models: the feature rows as one frame, plus one :class:`Fold` per split (the feature dataset's own split,
 or each walk-forward fold with its own normalizer and target statistics). Every trial slices its periods out of
 the shared frame instead of reading Parquet again. The ensemble head: the registered bases' outputs on the
-validation period, computed once (:class:`HeadData`); trials only fit the small head on them.
+stacking part of its validation period, computed once (:class:`HeadData`); trials only fit the small head on them.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ class Fold:
 
 @dataclass(frozen=True)
 class HeadData:
-    """Standardized base outputs (rows, members) on the validation period, with targets and dates."""
+    """Base outputs (rows, members) on the stacking part, with processed targets, dates and the label's embargo."""
 
     members: list[str]
     outputs: np.ndarray
     target: np.ndarray
     dates: np.ndarray
     version: str
+    embargo: int = 0
 
 
 def load_base_data(cfg: RaycastConfig) -> tuple[pd.DataFrame, list[Fold], int]:
@@ -53,9 +54,11 @@ def load_base_data(cfg: RaycastConfig) -> tuple[pd.DataFrame, list[Fold], int]:
     keep = ["symbol", "date", "t", *meta.features, "target"]
     frame = frame[[c for c in keep if c in frame.columns]]
     fc = cfg.features
-    if fc.walk_forward.folds:
+    n_folds = fc.walk_forward.folds if cfg.tune.folds is None else cfg.tune.folds
+    if n_folds:
         folds = []
-        for split in make_walk_forward(frame["date"], fc):
+        walk_forward = fc.model_copy(update={"walk_forward": fc.walk_forward.model_copy(update={"folds": n_folds})})
+        for split in make_walk_forward(frame["date"], walk_forward):
             normalizer = fit_fold_normalizer(features_dir, split, meta.features, fc.normalization, fc.clip)
             folds.append(Fold(split.to_json(), normalizer.to_json(), *target_stats(features_dir, split)))
     else:
@@ -85,18 +88,25 @@ def fold_job(cfg: RaycastConfig, model: str, fold: Fold, window: int, features_d
 
 
 def load_head_data(cfg: RaycastConfig) -> HeadData:
-    """Outputs of the newest registered version's bases on its validation period (what its head trained on)."""
+    """Outputs of the newest registered version's bases on its stacking part (what its head trained on)."""
     from raycast.lineage import model_features_dir
     from raycast.registry import load_predictor
+    from raycast.features.splits import Period
     from raycast.train.ensemble import base_outputs
+    from raycast.train.labels import process_labels
     from raycast.train.run import period_blocks
 
     predictor = load_predictor(cfg.storage)
     spec = predictor.spec
     features_dir = model_features_dir(cfg.storage, spec)
     split = Split.from_json(spec["split"])
-    blocks = period_blocks(features_dir, split, predictor.normalizer, predictor.window, split.val.start)
-    ends = blocks.ends(split.val)
+    stacking = spec.get("stacking")  # versions trained before the stacking split learned on the whole period
+    period = Period(**{k: pd.Timestamp(v) for k, v in stacking["stacking"].items()}) if stacking else split.val
+    blocks = period_blocks(features_dir, split, predictor.normalizer, predictor.window, period.start)
+    ends = blocks.ends(period)
     outputs = base_outputs(predictor.bases, blocks.x, ends, predictor.window)
-    target = (blocks.y[ends] - spec["target"]["mean"]) / spec["target"]["std"]
-    return HeadData(list(predictor.bases), outputs, target.astype(np.float32), blocks.dates[ends], spec["version"])
+    dates = blocks.dates[ends]
+    t, tc = spec["target"], cfg.train
+    target = process_labels(blocks.y[ends], dates, tc.label_transform, t["mean"], t["std"], tc.label_clip)
+    embargo = int(stacking["embargo_days"]) if stacking else 0
+    return HeadData(list(predictor.bases), outputs, target, dates, spec["version"], embargo)

@@ -16,6 +16,10 @@ from raycast.config import EnsembleConfig, RaycastConfig, SearchDimension
 ENSEMBLE_TRAIN_KEYS = {"lr": "ensemble_lr", "ensemble_lr": "ensemble_lr", "batch_size": "batch_size"}
 """Training keys the ensemble head reads, and the ``train`` field each one sets (its lr is ``ensemble_lr``)."""
 
+BASE_TRAIN_KEYS = ("window", "label_transform", "batch_sampling")
+"""Training keys a base-model search may set beyond the models' own (``raycast.models.TRAIN_KEYS``): the window
+the model reads (20/30/60 days...) and how its labels and batches are made."""
+
 INTERNAL_TRAIN_KEYS = ("seed",)
 """Keys raycast itself adds to a trial's params (the seed re-runs); never sampled from the user's space."""
 
@@ -32,7 +36,7 @@ def train_keys(model: str) -> dict[str, str]:
     from raycast.models import TRAIN_KEYS
 
     # The ensemble head trains with a fixed MSE loss and no weight decay: tuning those would do nothing.
-    return dict(ENSEMBLE_TRAIN_KEYS) if model == "ensemble" else {k: k for k in TRAIN_KEYS}
+    return dict(ENSEMBLE_TRAIN_KEYS) if model == "ensemble" else {k: k for k in (*TRAIN_KEYS, *BASE_TRAIN_KEYS)}
 
 
 def apply_params(cfg: RaycastConfig, model: str, params: dict[str, Any]) -> RaycastConfig:

@@ -5,15 +5,17 @@ times the training time of a small model (see ``benchmarks/bench_tune.py``); a f
 ``raycast.train.loop.fit_epochs`` directly in the trial's actor. Multi-worker trials go through
 ``raycast.tune.torch_trial`` instead (``tune.trainer: torch``).
 
-Walk-forward folds run sequentially inside a trial, in lock-step: epoch e of every fold, then one report of the
-mean over folds, so ASHA compares trials on the same fold-averaged curve. Parallelism comes from running many
-trials at once; a fold that stops early (patience) keeps its last metrics in the mean.
+Walk-forward folds run inside a trial in lock-step: epoch e of every fold, then one report of the mean over folds,
+so ASHA compares trials on the same fold-averaged curve. A trial with several CPUs (``tune.cpus_per_trial``) trains
+that many folds side by side in threads (PyTorch releases the GIL in its kernels); a fold that stops early
+(patience) keeps its last metrics in the mean. A trial's window is ``train.window`` when the space samples it.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from raycast.config import RaycastConfig
 from raycast.tune.data import Fold, HeadData, fold_frames, fold_job
 from raycast.tune.space import apply_params
 
-REPORTED = ("train_loss", "val_loss", "val_ic", "val_rank_ic", "samples_per_s")
+REPORTED = ("train_loss", "val_loss", "val_ic", "val_rank_ic", "samples_per_s", "train_windows")
 PROGRESS_FILE = "folds.json"
 
 
@@ -67,10 +69,11 @@ def base_trial(config: dict, *, cfg_data: dict, folds: list[Fold], frame: pd.Dat
     """Tune function trainable for a base model: fit every fold, report the fold mean after each epoch."""
     from ray import tune
 
-    from raycast.train.loop import fit_epochs, load_state, save_state
+    from raycast.train.loop import fit_epochs, load_state
 
     cfg = trial_config(cfg_data, config)
     esm = cfg.train.early_stop_metric
+    window = cfg.train.window or window
     device = trial_device()
     n = len(folds)
     states: list[dict | None] = [None] * n
@@ -87,75 +90,55 @@ def base_trial(config: dict, *, cfg_data: dict, folds: list[Fold], frame: pd.Dat
         job = fold_job(cfg, cfg.tune.model, fold, window)
         runs.append(None if done[k] else fit_epochs(job, train_frame, val_frame, device, states[k]))
 
-    while not all(done):
-        for k, run in enumerate(runs):
-            if done[k]:
-                continue
-            metrics, states[k] = next(run)
-            done[k] = bool(metrics["stop"])
-            last[k] = {key: v for key, v in metrics.items() if key != "stop"}
-            best[k] = kept(best[k], last[k], esm)
-        with tempfile.TemporaryDirectory() as d:
-            for k, state in enumerate(states):
-                if state is not None and not done[k]:
-                    Path(d, f"fold{k}").mkdir()
-                    save_state(state, Path(d, f"fold{k}"))
-            Path(d, PROGRESS_FILE).write_text(json.dumps({"done": done, "last": last, "best": best}))
-            tune.report(fold_report(last, best, cfg.tune.metric), checkpoint=tune.Checkpoint.from_directory(d))
+    side_by_side = max(1, min(n, int(cfg.tune.cpus_per_trial)))
+    with ThreadPoolExecutor(side_by_side) as pool:
+        while not all(done):
+            running = [k for k in range(n) if not done[k]]
+            for k, (metrics, state) in zip(running, pool.map(lambda k: next(runs[k]), running), strict=True):
+                states[k] = state
+                done[k] = bool(metrics["stop"])
+                last[k] = {key: v for key, v in metrics.items() if key != "stop"}
+                best[k] = kept(best[k], last[k], esm)
+            _save_and_report(states, done, last, best, cfg.tune.metric)
+
+
+def _save_and_report(states: list, done: list[bool], last: list, best: list, metric: str) -> None:
+    """One Tune report of the fold means, with every unfinished fold's state as the trial's checkpoint."""
+    from ray import tune
+
+    from raycast.train.loop import save_state
+
+    with tempfile.TemporaryDirectory() as d:
+        for k, state in enumerate(states):
+            if state is not None and not done[k]:
+                Path(d, f"fold{k}").mkdir()
+                save_state(state, Path(d, f"fold{k}"))
+        Path(d, PROGRESS_FILE).write_text(json.dumps({"done": done, "last": last, "best": best}))
+        tune.report(fold_report(last, best, metric), checkpoint=tune.Checkpoint.from_directory(d))
 
 
 def ensemble_trial(config: dict, *, cfg_data: dict, head: HeadData) -> None:
     """Tune function trainable for the ensemble head, on cached base outputs (bases are never run here).
 
-    Mirrors ``raycast.train.ensemble.fit_ensemble_head``: the earlier 75% of validation dates fit the head, the
-    rest score it; the head's epochs are ``train.ensemble_epochs`` and it stops on ``train.patience``.
+    Runs ``raycast.train.ensemble.fit_ensemble_head`` itself, on the stacking part the registered head learned
+    on: every epoch is reported, with ``score`` the objective of the state the head would keep so far (the
+    equal-weight start until an epoch beats it on the held-out dates).
     """
     from ray import tune
 
-    from raycast.models import create_ensemble_model
-    from raycast.train.loop import cross_sectional_ic
+    from raycast.train.ensemble import fit_ensemble_head
 
     cfg = trial_config(cfg_data, config)
-    tc, ec = cfg.train, cfg.models.ensemble
-    members = [m for m in ec.members if m in head.members]  # as training does: the members that exist
+    members = [m for m in cfg.models.ensemble.members if m in head.members]  # as training does: the members that exist
     if not members:
-        raise ValueError(f"models.ensemble.members {ec.members} names no base of registry version {head.version}")
-    torch.manual_seed(tc.seed)
+        raise ValueError(
+            f"models.ensemble.members {cfg.models.ensemble.members} names no base of registry version {head.version}"
+        )
     cols = [head.members.index(m) for m in members]
     # The head only ever sees the (rows, members) matrix: placeholders stand in for the frozen bases.
-    ensemble = create_ensemble_model({m: torch.nn.Identity() for m in members}, ec)
-    unique = np.unique(head.dates)
-    cut = unique[int(len(unique) * 0.75)] if len(unique) > 4 else unique[-1]
-    fit_rows, stop_rows = np.flatnonzero(head.dates < cut), np.flatnonzero(head.dates >= cut)
-    x, y = torch.as_tensor(head.outputs[:, cols]), torch.as_tensor(head.target)
-    params = [p for p in ensemble.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=tc.ensemble_lr)
-    loss_fn = torch.nn.MSELoss()
-    rng = np.random.default_rng(tc.seed)
-    batch = min(tc.batch_size, len(fit_rows))
-    best, bad, kept_metrics = float("inf"), 0, {}
-    for epoch in range(tc.ensemble_epochs):
-        ensemble.train()
-        order, total, steps = rng.permutation(fit_rows), 0.0, 0
-        for i in range(0, len(order) - batch + 1, batch):  # full batches only: BatchNorm needs > 1 row
-            idx = torch.as_tensor(order[i : i + batch])
-            loss = loss_fn(ensemble.forward_from_base_predictions(x[idx])[0].reshape(-1), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            optimizer.step()
-            total, steps = total + float(loss.detach()), steps + 1
-        ensemble.eval()
-        with torch.no_grad():
-            pred = ensemble.forward_from_base_predictions(x[stop_rows])[0].reshape(-1)
-        val_loss = float(loss_fn(pred, y[stop_rows]))
-        ic, rank_ic = cross_sectional_ic(head.dates[stop_rows], pred.numpy(), head.target[stop_rows])
-        metrics = {"epoch": epoch, "train_loss": total / max(steps, 1), "val_loss": val_loss}
-        metrics |= {"val_ic": ic, "val_rank_ic": rank_ic}
-        if val_loss < best:  # the head keeps its best val_loss epoch, as in training
-            best, bad, kept_metrics = val_loss, 0, metrics
-        else:
-            bad += 1
+    bases = {m: torch.nn.Identity() for m in members}
+
+    def report(metrics: dict, kept_metrics: dict) -> None:
         tune.report(metrics | {"score": kept_metrics[cfg.tune.metric]})
-        if bad >= tc.patience:
-            break
+
+    fit_ensemble_head(cfg, bases, head.outputs[:, cols], head.target, head.dates, head.embargo, on_epoch=report)
