@@ -447,12 +447,32 @@ class ServeConfig(Strict):
     num_cpus: float = Field(0.25, gt=0)
     num_gpus: float = Field(0.0, ge=0)
     max_batch_size: int = Field(64, ge=1)
-    batch_wait_timeout_s: float = Field(0.0, ge=0, description="base models: extra wait to fill a batch (0: none)")
+    batch_wait_timeout_s: float = Field(
+        0.0, ge=0, description="base models: wait this long to fill a batch (@serve.batch); 0: batch what queued meanwhile"
+    )
     api_key: str | None = None
     max_body_bytes: int = Field(4_000_000, ge=1024)
     max_ongoing_requests: int = Field(256, ge=1, description="per replica; Serve's default of 5 would cap batching")
     max_concurrent_batches: int = Field(2, ge=1, description="ingress and ensemble batches in flight per replica")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per replica (replicas share the cores)")
+    direct_ingress: bool = Field(
+        False,
+        description="the ingress replicas serve HTTP themselves, each on its own port (Serve's direct ingress), "
+        "instead of behind Serve's proxy; `raycast serve` prints their addresses",
+    )
+    draining_period_s: float = Field(
+        2.0,
+        ge=0,
+        description="direct ingress: how long a stopping ingress replica keeps answering, so that whatever routes "
+        "to it (a load balancer polling Serve's target groups) can drop it first; Serve's own default is 30 s",
+    )
+    worker_niceness: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="nice value of the serving processes (replicas, Serve's controller and proxy); Ray starts its "
+        "workers at 15, behind everything else on the node",
+    )
     predict_concurrency: int = Field(1, ge=1, description="model actors scoring in `raycast predict`")
 
 

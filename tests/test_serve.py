@@ -9,10 +9,12 @@ import asyncio
 import datetime as dt
 import json
 import os
+import random
 import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -89,16 +91,52 @@ def test_coalescer_batches_what_queued_while_busy():
     assert calls[0] == [0] and max(map(len, calls)) == 8 and sum(map(len, calls)) == 20  # no wait for the first
 
 
+def test_base_model_batches_concurrent_calls(registered_model):
+    """Concurrent calls of two versions share forward passes (one per version), each answer its own windows'.
+
+    The class outside Serve, without a wait (the default); the module's app runs its @serve.batch path."""
+    from raycast.serve.deployments import BaseModelServer
+    from raycast.serve.models import load_base, run_base
+    from raycast.serve.untrained import register_untrained_version
+
+    cfg = registered_model
+    version, other = cfg.serve.version, register_untrained_version(cfg, seed=3)
+    base = BaseModelServer(cfg.storage, "cnn", version, 0.0, 8, 0.0, 1)
+    calls = []
+    forward = base._forward
+    base._forward = lambda windows, versions: calls.append(list(versions)) or forward(windows, versions)
+    predictor = load_predictor(cfg.storage, version)
+    rng = np.random.default_rng(0)
+    shape = (predictor.window, len(predictor.spec["features"]["features"]))
+    windows = [rng.standard_normal((n, *shape), dtype=np.float32) for n in (1, 5, 20, 3, 2)]
+    versions = [version, version, other, version, other]
+
+    async def main():
+        return await asyncio.gather(*(base.predict(w, v) for w, v in zip(windows, versions, strict=True)))
+
+    for out, w, v in zip(asyncio.run(main()), windows, versions, strict=True):
+        np.testing.assert_allclose(out, run_base(load_base(cfg.storage, v, "cnn", torch_cpu()), w, torch_cpu()), **TOL)
+    assert calls == [[version], [version, other, version, other]]  # the first at once, then what queued
+
+
+def torch_cpu():
+    import torch
+
+    return torch.device("cpu")
+
+
 def test_serve_config_builds_the_app(registered_model):
     from ray.serve import Application
     from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
     from ray.serve.schema import ServeDeploySchema
 
-    from raycast.serve.app import SERVE_ENV, build_app
+    from raycast.serve.app import ServeArgs, build_app, serve_env
 
     config = ServeDeploySchema.model_validate(yaml.safe_load((Path(__file__).parents[1] / "serve_config.yaml").read_text()))
-    assert config.http_options.host == "127.0.0.1" and config.controller_options.runtime_env["env_vars"] == SERVE_ENV
     app_cfg = config.applications[0]
+    # The controller and proxy get what the builder gives the replicas for the same args.
+    controller_env = config.controller_options.runtime_env["env_vars"]
+    assert config.http_options.host == "127.0.0.1" and controller_env == serve_env(ServeArgs.model_validate(app_cfg.args))
     assert app_cfg.import_path == "raycast.serve.app:build_app"
     app = call_user_app_builder_with_args_if_necessary(build_app, {**app_cfg.args, "storage": registered_model.storage})
     assert isinstance(app, Application)
@@ -146,7 +184,8 @@ def served(registered_model, ray_session):
 
     from raycast.serve.run import start_app
 
-    cfg = with_serve(registered_model, api_key=KEY, max_body_bytes=200_000)
+    # With a wait, the base models batch with @serve.batch; the direct-ingress app below runs the default.
+    cfg = with_serve(registered_model, api_key=KEY, max_body_bytes=200_000, batch_wait_timeout_s=0.002)
     start_app(cfg)
     with httpx.Client(base_url=f"http://127.0.0.1:{cfg.serve.port}", headers={"X-API-Key": KEY}, timeout=120) as client:
         yield cfg, client
@@ -164,6 +203,37 @@ def test_health_models_symbols_and_docs(served):
     assert symbols["count"] == 12 and symbols["symbols"][0]["first"] < symbols["symbols"][0]["last"]
     assert client.get("/docs").status_code == 200
     assert {"/v1/predict", "/v1/predict/batch", "/v1/health"} <= set(client.get("/openapi.json").json()["paths"])
+
+
+def test_replicas_run_the_declared_transport_and_niceness(served):
+    """Handles built in this (plain) driver would be Ray actor calls at nice 15; the replicas use gRPC, at nice 0."""
+    import psutil
+    from ray import serve
+
+    from raycast.config import MODEL_NAMES
+
+    assert serve.get_app_handle("raycast").transports.remote().result() == {"ensemble": "grpc"}
+    ensemble = serve.get_deployment_handle("ensemble", "raycast")
+    assert ensemble.transports.remote().result() == dict.fromkeys(MODEL_NAMES, "grpc")
+    nice = {}
+    for proc in psutil.process_iter(["cmdline", "nice"]):
+        title = " ".join(proc.info["cmdline"] or [])
+        if title.startswith(("ray::ServeReplica:raycast:", "ray::ServeController", "ray::ProxyActor")):
+            nice[title] = proc.info["nice"]
+    assert len(nice) == 2 + 2 + len(MODEL_NAMES), nice  # controller, proxy, ingress, ensemble, bases
+    assert set(nice.values()) == {0}, nice
+
+
+def test_windows_too_large_for_a_grpc_message_are_scored(served):
+    """2048 windows: each of the ensemble's base calls would be a ~5 MB gRPC message, over gRPC's 4 MiB cap."""
+    from ray import serve
+
+    cfg, _ = served
+    predictor = load_predictor(cfg.storage, cfg.serve.version)
+    shape = (2048, predictor.window, len(predictor.spec["features"]["features"]))
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    scores = serve.get_deployment_handle("ensemble", "raycast").predict.remote(x, cfg.serve.version).result()
+    np.testing.assert_allclose(scores["prediction"], predictor.predict_windows(x)["prediction"], rtol=1e-4, atol=1e-6)
 
 
 def test_api_key_is_required(served):
@@ -299,26 +369,64 @@ def test_predict_universe_equals_http(served, tmp_path):
 # ------------------------------------------------------------------------- changing the running app
 
 
+class Targets:
+    """What a load balancer in front of direct ingress does: send to a target Serve currently publishes.
+
+    The target list is re-read every ``period`` s; a stopping replica keeps answering for the draining period,
+    so requests never reach a closed port.
+    """
+
+    def __init__(self, host: str, period: float = 0.2):
+        self.host, self.period, self.lock, self.read, self.urls = host, period, threading.Lock(), 0.0, []
+
+    def __call__(self) -> str:
+        from raycast.serve.run import ingress_urls
+
+        with self.lock:
+            if time.monotonic() - self.read > self.period or not self.urls:
+                self.urls, self.read = ingress_urls(self.host), time.monotonic()
+            return random.choice(self.urls)
+
+
+def entry(cfg) -> str | Targets:
+    """Where clients send requests: the proxy, or (direct ingress) the ingress replicas Serve publishes."""
+    return Targets(cfg.serve.host) if cfg.serve.direct_ingress else f"http://127.0.0.1:{cfg.serve.port}"
+
+
 class Load:
     """A few client threads sending stored-feature predictions until stopped; counts outcomes."""
 
-    def __init__(self, base_url: str, threads: int = 3):
+    def __init__(self, base_url: str | Callable[[], str], threads: int = 3):
         self.base_url, self.stop, self.ok, self.failed, self.versions = base_url, threading.Event(), 0, [], []
+        self.answered = threading.Condition()  # notified at every outcome
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
 
+    def wait_until(self, done: Callable[[Load], bool], what: str, timeout: float = 120) -> None:
+        """Block until ``done(self)`` holds; fail naming ``what`` after ``timeout`` seconds."""
+        with self.answered:
+            if not self.answered.wait_for(lambda: done(self), timeout):
+                pytest.fail(f"no {what} within {timeout:g} s: {self.ok} answered, failures {self.failed[:3]}")
+
+    def answers_from(self, version: str) -> int:
+        return sum(body["model_version"] == version for _, body in self.versions)
+
     def _run(self, i: int) -> None:
-        with httpx.Client(base_url=self.base_url, headers={"X-API-Key": KEY}, timeout=180) as client:
+        with httpx.Client(headers={"X-API-Key": KEY}, timeout=180) as client:
             while not self.stop.is_set():
                 try:
-                    r = client.post("/v1/predict", json={"symbol": f"SYN00{i}"})
-                    if r.status_code == 200:
-                        self.ok += 1
-                        self.versions.append((i, r.json()))
-                    else:
-                        self.failed.append(f"HTTP {r.status_code}: {r.text[:200]}")
+                    url = self.base_url() if callable(self.base_url) else self.base_url
+                    r = client.post(f"{url}/v1/predict", json={"symbol": f"SYN00{i}"})
+                    outcome = (i, r.json()) if r.status_code == 200 else f"HTTP {r.status_code}: {r.text[:200]}"
                 except httpx.HTTPError as err:
-                    self.failed.append(repr(err))
-                time.sleep(0.05)
+                    outcome = repr(err)
+                with self.answered:
+                    if isinstance(outcome, tuple):
+                        self.ok += 1
+                        self.versions.append(outcome)
+                    else:
+                        self.failed.append(outcome)
+                    self.answered.notify_all()
+                time.sleep(0.05)  # pacing: the load must not starve the replicas of the machine's CPUs
 
     def __enter__(self) -> Load:
         for t in self.threads:
@@ -331,24 +439,26 @@ class Load:
             t.join(timeout=200)
 
 
+ANSWERS = 10
+"""Answers the load must have had before a change to the running app (and, after a rollout, from the new version)."""
+
+
 def roll_out_under_load(cfg, client, version: str) -> "Load":
     """Redeploy the app on ``version`` while a client keeps requesting; returns the finished load's record."""
     from ray import serve
 
     from raycast.serve.app import ServeArgs, build_app
 
-    with Load(f"http://127.0.0.1:{cfg.serve.port}") as load:
-        time.sleep(1)
+    with Load(entry(cfg)) as load:
+        load.wait_until(lambda ld: ld.ok >= ANSWERS, f"{ANSWERS} answers before the rollout")
         args = ServeArgs.from_config(cfg).model_copy(update={"version": version})
         serve.run(build_app(args), name="raycast", route_prefix="/")  # returns once every replica is replaced
-        deadline = time.time() + 60
-        while client.get("/v1/health").json()["model_version"] != version and time.time() < deadline:
-            time.sleep(0.5)
-        time.sleep(1)
+        load.wait_until(lambda ld: ld.answers_from(version) >= ANSWERS, f"{ANSWERS} answers from {version}")
+    assert client.get("/v1/health").json()["model_version"] == version
     return load
 
 
-def test_rollout_of_a_new_version_under_load_fails_no_request(served):
+def rollout_of_a_new_version_fails_no_request(served):
     from raycast.serve.untrained import register_untrained_version
 
     cfg, client = served
@@ -363,7 +473,7 @@ def test_rollout_of_a_new_version_under_load_fails_no_request(served):
         assert_matches(body, expected(body["model_version"], i))
 
 
-def test_rollout_to_a_version_with_other_members_fails_no_request(served):
+def rollout_to_other_members_fails_no_request(served):
     """The new version drops the attention model: old ensemble replicas still reach it until they are replaced."""
     from raycast.serve.untrained import register_untrained_version
 
@@ -381,7 +491,7 @@ def test_rollout_to_a_version_with_other_members_fails_no_request(served):
         assert_matches(body, expected(body["model_version"], i))
 
 
-def test_base_replica_killed_under_load_recovers(served):
+def base_replica_killed_under_load_recovers(served):
     import ray
     from ray import serve
 
@@ -391,8 +501,8 @@ def test_base_replica_killed_under_load_recovers(served):
         return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "#lstm#" in a["name"]}
 
     (victim,) = lstm_replicas()
-    with Load(f"http://127.0.0.1:{cfg.serve.port}") as load:
-        time.sleep(1)
+    with Load(entry(cfg)) as load:
+        load.wait_until(lambda ld: ld.ok >= ANSWERS, f"{ANSWERS} answers before the kill")
         before = load.ok
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
         deadline = time.time() + 120
@@ -403,3 +513,70 @@ def test_base_replica_killed_under_load_recovers(served):
     assert len(load.failed) <= 3, load.failed  # only requests in flight on the killed replica may fail
     assert serve.status().applications["raycast"].status == "RUNNING"
     assert client.post("/v1/predict", json={"symbol": "SYN000"}).status_code == 200
+
+
+def test_rollout_of_a_new_version_under_load_fails_no_request(served):
+    rollout_of_a_new_version_fails_no_request(served)
+
+
+def test_rollout_to_a_version_with_other_members_fails_no_request(served):
+    rollout_to_other_members_fails_no_request(served)
+
+
+def test_base_replica_killed_under_load_recovers(served):
+    base_replica_killed_under_load_recovers(served)
+
+
+# ---------------------------------------------------------------------------- direct ingress (runs last)
+
+
+@pytest.fixture(scope="module")
+def served_direct(served):
+    """The module's app again, under direct ingress: Serve restarts, as its controller reads the mode at start."""
+    from ray import serve
+
+    from raycast.serve.run import start_app
+
+    serve.shutdown()
+    cfg = with_serve(served[0], direct_ingress=True, batch_wait_timeout_s=0.0)
+    start_app(cfg)
+    with httpx.Client(base_url=f"http://127.0.0.1:{cfg.serve.port}", headers={"X-API-Key": KEY}, timeout=120) as client:
+        yield cfg, client
+    serve.shutdown()
+
+
+def test_direct_ingress_replicas_answer_on_their_own_ports(served_direct):
+    import psutil
+
+    from raycast.serve.run import ingress_urls, where_served
+
+    cfg, client = served_direct
+    (url,) = ingress_urls(cfg.serve.host)  # one ingress replica, on a port of its own
+    assert url.startswith("http://127.0.0.1:") and not url.endswith(f":{cfg.serve.port}")
+    assert f"at {url}/v1 (direct ingress" in where_served(cfg, cfg.serve.version)  # what `raycast serve` prints
+    direct = httpx.post(f"{url}/v1/predict", json={"symbol": "SYN004"}, headers={"X-API-Key": KEY}, timeout=60)
+    assert direct.status_code == 200, direct.text
+    assert direct.json() == client.post("/v1/predict", json={"symbol": "SYN004"}).json()  # the proxy still answers
+    for proc in psutil.process_iter(["cmdline"]):  # a stopping ingress replica drains 2 s, not Serve's 30 s
+        if " ".join(proc.info["cmdline"] or []).startswith(("ray::ServeReplica:raycast:ingress", "ray::ServeController")):
+            assert proc.environ()["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2"
+
+
+def test_direct_ingress_rollout_of_a_new_version_fails_no_request(served_direct):
+    rollout_of_a_new_version_fails_no_request(served_direct)
+
+
+def test_direct_ingress_rollout_to_other_members_fails_no_request(served_direct):
+    rollout_to_other_members_fails_no_request(served_direct)
+
+
+def test_direct_ingress_base_replica_killed_recovers(served_direct):
+    base_replica_killed_under_load_recovers(served_direct)
+
+
+def test_direct_ingress_app_stops_without_a_30_s_drain(served_direct):
+    from ray import serve
+
+    started = time.monotonic()
+    serve.delete("raycast")
+    assert time.monotonic() - started < 20

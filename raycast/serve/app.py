@@ -29,6 +29,22 @@ SERVE_ENV = {
 }
 
 
+def serve_env(args: "ServeArgs") -> dict[str, str]:
+    """The environment of every Serve process of the app: the replicas (their runtime_env, set by
+    :func:`build_app`) and the controller with its proxies (``controller_options``, set by whoever starts Serve).
+
+    Both must agree: the controller decides whether ingress replicas are published as direct-ingress targets and
+    how long a stopping one may drain, the replica whether it opens its own HTTP port.
+    """
+    env = dict(SERVE_ENV) if args.lean else {}
+    # Ray starts workers at nice 15 (behind everything else on the node); a serving process waits less at 0.
+    env["RAY_worker_niceness"] = str(args.worker_niceness)
+    env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = f"{args.draining_period_s:g}"
+    if args.direct_ingress:
+        env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
+    return env
+
+
 class ServeArgs(BaseModel):
     """Everything the application needs: where the registry is, which version, and how to size the replicas."""
 
@@ -40,7 +56,9 @@ class ServeArgs(BaseModel):
     num_cpus: float = Field(0.25, gt=0, description="CPUs per replica: fractional, so all five fit on 2 cores")
     num_gpus: float = Field(0.0, ge=0, description="GPU share per base-model replica (e.g. 0.25)")
     max_batch_size: int = Field(64, ge=1, description="windows per base-model forward pass")
-    batch_wait_timeout_s: float = Field(0.0, ge=0, description="base models: extra wait to fill a batch (0: none)")
+    batch_wait_timeout_s: float = Field(
+        0.0, ge=0, description="base models: wait this long to fill a batch (@serve.batch); 0: batch what queued meanwhile"
+    )
     max_concurrent_batches: int = Field(2, ge=1, description="ingress and ensemble batches in flight per replica")
     max_ongoing_requests: int = Field(256, ge=1, description="per replica; Serve's default of 5 caps batching")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per replica")
@@ -48,6 +66,9 @@ class ServeArgs(BaseModel):
     max_body_bytes: int = Field(4_000_000, ge=1024)
     access_log: bool = Field(False, description="Serve's per-request log lines (a measurable cost at high rates)")
     lean: bool = Field(True, description="run replicas with SERVE_ENV (see above)")
+    direct_ingress: bool = Field(False, description="ingress replicas serve HTTP on their own ports, not via the proxy")
+    draining_period_s: float = Field(2.0, ge=0, description="direct ingress: a stopping ingress replica answers this long")
+    worker_niceness: int = Field(0, ge=0, le=19, description="nice value of the serving processes (Ray's default: 15)")
 
     @classmethod
     def from_config(cls, cfg: RaycastConfig) -> "ServeArgs":
@@ -56,7 +77,8 @@ class ServeArgs(BaseModel):
             storage=cfg.storage, version=s.version, replicas=s.replicas, num_cpus=s.num_cpus, num_gpus=s.num_gpus,
             max_batch_size=s.max_batch_size, batch_wait_timeout_s=s.batch_wait_timeout_s,
             max_concurrent_batches=s.max_concurrent_batches, max_ongoing_requests=s.max_ongoing_requests, torch_threads=s.torch_threads, api_key=s.api_key,
-            max_body_bytes=s.max_body_bytes,
+            max_body_bytes=s.max_body_bytes, direct_ingress=s.direct_ingress, draining_period_s=s.draining_period_s,
+            worker_niceness=s.worker_niceness,
         )  # fmt: skip
 
 
@@ -86,7 +108,7 @@ def build_app(args: ServeArgs) -> Application:
         # take a while on small machines): it must not be killed before they are done.
         "graceful_shutdown_timeout_s": 120.0,
     }
-    env = {"runtime_env": {"env_vars": SERVE_ENV}} if args.lean else {}
+    env = {"runtime_env": {"env_vars": serve_env(args)}}
     cpu_only = {"num_cpus": args.num_cpus, **env}
     # A deployment for every base model kind, members of this version or not: during a rollout to a version with
     # other members, the old version's ensemble replicas still call the old members, so none may disappear. A

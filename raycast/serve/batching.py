@@ -4,8 +4,9 @@
 the only slot; for a stage that awaits other replicas (a fan-out) that gives batches of one under load, each
 waiting its turn. :class:`Coalescer` instead starts a batch only when one of its ``slots`` is free and then takes
 everything queued: an idle service adds no wait at all, a busy one batches as much as arrived during the
-previous call. The base models keep ``@serve.batch``: their forward pass blocks the replica's event loop, so
-requests pile up during it and the next batch takes them all.
+previous call. The base models use it too (their forward pass blocks the replica's event loop, so requests
+pile up during it and the next batch takes them all): ``@serve.batch`` measured about 1 ms slower per
+sequential request there and no faster under load.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
     HTTP -> Ingress (features, validation) -> Ensemble (weights + meta-learner) -> lstm / cnn / attention
 
-What crosses a handle is a numpy array of normalized windows and a version string, never JSON. Each stage
-batches: the ingress and the ensemble with :class:`~raycast.serve.batching.Coalescer` (no added wait, batches
-grow with load), the base models with ``@serve.batch``. Every call names its model version, so a rollout
+What crosses a handle is a numpy array of normalized windows and a version string, never JSON: over gRPC
+when small, by reference (the object store) when large (:class:`Route`). Each stage batches with
+:class:`~raycast.serve.batching.Coalescer` (no added wait, batches grow with load); the base models use
+``@serve.batch`` instead when given a wait to fill batches. Every call names its model version, so a rollout
 never mixes one version's bases with another's head (see :mod:`raycast.serve.models`).
 """
 
@@ -63,6 +64,44 @@ def split_scores(scores: dict, sizes: list[int]) -> list[dict]:
     ]
 
 
+LARGE_BYTES = 1 << 20  # arrays above this cross a handle by reference, whatever the declared transport
+
+
+def on_declared_transport(handle: DeploymentHandle) -> DeploymentHandle:
+    """``handle`` on the transport this replica's Serve settings declare (gRPC under ``SERVE_ENV``).
+
+    A handle passed to a deployment was built where the application was built (``raycast serve``'s driver, the
+    ``serve run`` CLI, a ``serve deploy`` build task), with that process's settings, and keeps them when pickled:
+    a driver without ``RAY_SERVE_USE_GRPC_BY_DEFAULT`` would give every replica actor-call handles. A plain Ray
+    actor handle (these classes also run as actors, without Serve, in the serving benchmark) is returned as is.
+    """
+    from ray.serve._private.constants import RAY_SERVE_USE_GRPC_BY_DEFAULT
+
+    if not isinstance(handle, DeploymentHandle):
+        return handle
+    return handle.options(_by_reference=not RAY_SERVE_USE_GRPC_BY_DEFAULT)
+
+
+class Route:
+    """A deployment's handle on the declared transport, and by reference for arrays of over ``LARGE_BYTES``.
+
+    gRPC suits small requests (one hop, no object store) but copies the payload into one message, capped at
+    4 MiB (``RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH``): a coalesced batch of windows goes through the object
+    store instead, as Ray actor calls send it.
+    """
+
+    def __init__(self, handle: DeploymentHandle):
+        self.declared = on_declared_transport(handle)
+        self.by_reference = handle.options(_by_reference=True) if isinstance(handle, DeploymentHandle) else handle
+
+    def to(self, x: np.ndarray) -> DeploymentHandle:
+        return self.by_reference if x.nbytes > LARGE_BYTES else self.declared
+
+    @property
+    def transport(self) -> str:
+        return "actor" if self.declared.handle_options._by_reference else "grpc"
+
+
 def _set_threads(threads: int) -> None:
     # Several replicas share few cores: torch's default of one intra-op thread per core oversubscribes them.
     import torch
@@ -70,8 +109,7 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-@serve.deployment
-class BaseModel:
+class BaseModelServer:
     """One base model (LSTM, CNN or attention) of the registry, batching windows across requests."""
 
     def __init__(self, storage: str, name: str, version: str, num_gpus: float, max_batch_size: int,
@@ -85,17 +123,33 @@ class BaseModel:
             shape = (1, int(spec["features"]["window"]), len(spec["features"]["features"]))
             run_base(self.models.get(version), np.zeros(shape, dtype=np.float32), self.device)
         self.forward_windows = max_batch_size
-        self.predict.set_max_batch_size(max_batch_size * PASSES_PER_CALL)
-        self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        # No wait (the default): batch what queued during the last forward pass, which costs a sequential request
+        # nothing measurable where @serve.batch adds about 1 ms. A wait (to fill batches from many callers, as
+        # on a GPU) is what @serve.batch does.
+        self.timed = batch_wait_timeout_s > 0
+        self.batcher = Coalescer(self._forward_items, max_batch_size * PASSES_PER_CALL, slots=1, size=lambda it: len(it[0]))
+        self.predict_timed.set_max_batch_size(max_batch_size * PASSES_PER_CALL)
+        self.predict_timed.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    async def predict(self, windows: np.ndarray, version: str) -> np.ndarray:
+        """(n,) standardized outputs for (n, window, features) windows under ``version``."""
+        if self.timed:
+            return await self.predict_timed(windows, version)
+        return await self.batcher.submit((windows, version))
+
+    async def _forward_items(self, items: list[tuple[np.ndarray, str]]) -> list[np.ndarray]:
+        return self._forward([w for w, _ in items], [v for _, v in items])
 
     # Sizes are set per replica in __init__; a batch is counted in windows, not requests.
     @serve.batch(max_batch_size=1024, batch_wait_timeout_s=0.0, batch_size_fn=lambda items: sum(map(len, items)))
-    async def predict(self, windows: list[np.ndarray], versions: list[str]) -> list[np.ndarray]:
-        """(n_i,) standardized outputs for each request's (n_i, window, features) windows."""
+    async def predict_timed(self, windows: list[np.ndarray], versions: list[str]) -> list[np.ndarray]:
+        return self._forward(windows, versions)
+
+    def _forward(self, windows: list[np.ndarray], versions: list[str]) -> list[np.ndarray]:
         out: list[np.ndarray | None] = [None] * len(windows)
         for version in dict.fromkeys(versions):  # one version, or two during a rollout
             idx = [i for i, v in enumerate(versions) if v == version]
-            x = np.concatenate([windows[i] for i in idx])
+            x = windows[idx[0]] if len(idx) == 1 else np.concatenate([windows[i] for i in idx])
             model, step = self.models.get(version), self.forward_windows
             y = np.concatenate([run_base(model, x[a : a + step], self.device) for a in range(0, len(x), step)])
             for i, part in zip(idx, split_rows(y, [len(windows[i]) for i in idx]), strict=True):
@@ -103,19 +157,22 @@ class BaseModel:
         return out
 
 
-@serve.deployment
-class Ensemble:
+class EnsembleServer:
     """Fans windows out to the base deployments and combines their outputs with the ensemble head."""
 
     def __init__(self, storage: str, version: str, bases: dict[str, DeploymentHandle], max_batch_size: int,
                  max_concurrent_batches: int, torch_threads: int):  # fmt: skip
         _set_threads(torch_threads)
-        self.bases = bases
+        self.bases = {name: Route(h) for name, h in bases.items()}
         self.chunk = max_batch_size * PASSES_PER_CALL  # windows per base call: what one base batch holds
         self.slots = max_concurrent_batches
         self.heads = VersionCache(lambda v: load_head(storage, v))
         self.heads.get(version)
         self.batchers: dict[str, Coalescer] = {}
+
+    def transports(self) -> dict[str, str]:
+        """How this replica reaches each base deployment: ``grpc`` or ``actor`` (Ray actor calls)."""
+        return {name: route.transport for name, route in self.bases.items()}
 
     async def predict(self, windows: np.ndarray, version: str) -> dict:
         """Scores (see ``raycast.serve.service.Scores``) of (n, window, features) windows under ``version``."""
@@ -131,7 +188,7 @@ class Ensemble:
         head = self.heads.get(version)
         members = list(head.bases)  # this version's members only; the other base deployments stay idle
         calls = [
-            call_with_retry(lambda h=self.bases[name], c=chunk: h.predict.remote(c, version), f"{name} model")
+            call_with_retry(lambda r=self.bases[name], c=chunk: r.to(c).predict.remote(c, version), f"{name} model")
             for name in members
             for chunk in chunks
         ]
@@ -143,16 +200,14 @@ class Ensemble:
         return split_scores(combined | {"model_version": version}, [len(w) for w in items])
 
 
-@serve.deployment
-@serve.ingress()  # the FastAPI app is built per replica, in __serve_build_asgi_app__, around this replica's state
-class Ingress:
+class IngressServer:
     """The HTTP API: stored features cached in memory, candles featurized here, scores from the ensemble."""
 
     def __init__(self, storage: str, version: str, ensemble: DeploymentHandle, api_key: str | None,
                  max_body_bytes: int, max_batch_size: int, max_concurrent_batches: int):  # fmt: skip
         spec = load_spec(storage, version)
         self.version = version
-        self.ensemble = ensemble
+        self.ensemble = Route(ensemble)
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
         self.batcher = Coalescer(self._score_many, max_batch_size * PASSES_PER_CALL, max_concurrent_batches, size=len)
@@ -162,8 +217,19 @@ class Ingress:
     async def _score_many(self, items: list[np.ndarray]) -> list[dict]:
         # Concurrent requests share one ensemble call: one handle round trip for many HTTP requests.
         x = items[0] if len(items) == 1 else np.concatenate(items)
-        scores = await call_with_retry(lambda: self.ensemble.predict.remote(x, self.version), "ensemble")
+        scores = await call_with_retry(lambda: self.ensemble.to(x).predict.remote(x, self.version), "ensemble")
         return split_scores(scores, [len(w) for w in items])
+
+    def transports(self) -> dict[str, str]:
+        """How this replica reaches the ensemble deployment: ``grpc`` or ``actor`` (Ray actor calls)."""
+        return {"ensemble": self.ensemble.transport}
 
     def __serve_build_asgi_app__(self):
         return create_api(self.service, self.api_key, self.max_body_bytes)
+
+
+# The classes are plain, so the serving benchmark can also run them as Ray actors; Serve gets them here.
+BaseModel = serve.deployment(BaseModelServer)
+Ensemble = serve.deployment(EnsembleServer)
+# The FastAPI app is built per replica, in __serve_build_asgi_app__, around that replica's state.
+Ingress = serve.deployment(serve.ingress()(IngressServer))
