@@ -1,12 +1,17 @@
 """What the serving composition costs with no work in it: the floor under /v1/predict's sequential latency.
 
 Deployments of raycast's shape that do nothing (HTTP -> FastAPI ingress -> ensemble -> three base deployments
-called concurrently, a (1, 30, 40) float32 window crossing each handle, zeros coming back), with raycast's
-Serve settings (``raycast.serve.app.SERVE_ENV``) and fractional CPUs as ``serve_config.yaml`` has them; and, in
-the same run, the ingress alone (``/noop``) and the anchors' naive shape (ingress fanning out to the three bases
-itself, no ensemble deployment). Sequential requests from one client over keep-alive, 127.0.0.1 only.
+called concurrently, a (1, 30, 40) float32 window crossing each handle, zeros coming back), deployed with the
+application's own settings: ``raycast.serve.app.serve_env`` for the replicas and the controller, the same CPU
+shares, and handles on the transport the replicas declare (``on_declared_transport``). In the same run: the
+ingress alone (``/noop``), the anchors' naive shape (the ingress fanning out to the three bases itself), the
+composed shape with one setting undone (replicas at Ray's nice 15; Ray actor calls instead of gRPC) and a bare
+uvicorn no-op, each through Serve's proxy and, with ``--direct-ingress``, from the ingress replicas' own ports.
+Sequential requests from one client over keep-alive, interleaved, 127.0.0.1 only.
 
     python benchmarks/bench_serve_hops.py [--requests 300] [--direct-ingress]
+
+``bench_serve.py`` deploys the same composition beside the real application and reports it with its targets.
 """
 
 from __future__ import annotations
@@ -14,31 +19,59 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
-import time
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import encode_request, sequential, wait_ready  # noqa: E402
+
+HOST = "127.0.0.1"
+PATHS = {"noop": "the ingress alone", "naive": "ingress -> 3 bases", "composed": "ingress -> ensemble -> 3 bases"}
+# The composition again with one setting undone, to show what each is worth.
+VARIANTS = {
+    "": {},
+    "nice 15 (Ray's default)": {"RAY_worker_niceness": "15"},
+    "Ray actor calls between deployments": {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "0"},
+}
 
 
-def build(serve, fastapi, np):
+def build_noop_composition(args, env: dict[str, str] | None = None):
+    """The no-op application of raycast's shape, with ``args``' (a ``ServeArgs``) replica settings (``env`` over
+    its environment)."""
+    import fastapi
+    import numpy as np
+    from ray import serve
+
+    from raycast.serve.app import serve_env
+    from raycast.serve.deployments import on_declared_transport
+
     app = fastapi.FastAPI()
+    options = {
+        "ray_actor_options": {"num_cpus": args.num_cpus, "runtime_env": {"env_vars": serve_env(args) | (env or {})}},
+        "max_ongoing_requests": args.max_ongoing_requests,
+        "logging_config": {"enable_access_log": args.access_log},
+    }
 
-    @serve.deployment(ray_actor_options={"num_cpus": 0.25})
+    @serve.deployment(**options)
     class Base:
         async def predict(self, x):
             return np.zeros(len(x), np.float32)
 
-    @serve.deployment(ray_actor_options={"num_cpus": 0.25})
+    @serve.deployment(**options)
     class Ensemble:
         def __init__(self, *bases):
-            self.bases = bases
+            self.bases = [on_declared_transport(b) for b in bases]
 
         async def predict(self, x):
             return np.stack(await asyncio.gather(*[b.predict.remote(x) for b in self.bases])).mean(axis=0)
 
-    @serve.deployment(ray_actor_options={"num_cpus": 0.25})
+    @serve.deployment(**options)
     @serve.ingress(app)
     class Ingress:
         def __init__(self, ensemble, *bases):
-            self.ensemble, self.bases = ensemble, bases
+            self.ensemble = on_declared_transport(ensemble)
+            self.bases = [on_declared_transport(b) for b in bases]
 
         @app.post("/composed")
         async def composed(self):  # raycast's shape: ingress -> ensemble -> 3 bases
@@ -50,53 +83,61 @@ def build(serve, fastapi, np):
             return {"y": float(np.mean(outs))}
 
         @app.post("/noop")
-        async def noop(self):  # the proxy and the ingress alone
+        async def noop(self):  # the ingress alone
             return {"y": 0.0}
 
-    bases = [Base.options(name=f"base{i}").bind() for i in range(3)]
-    return Ingress.bind(Ensemble.bind(*bases), *bases)
+    bases = [Base.options(name=f"noop-base{i}").bind() for i in range(3)]
+    return Ingress.options(name="noop-ingress").bind(Ensemble.options(name="noop-ensemble").bind(*bases), *bases)
+
+
+def start_bare_noop(port: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("serve_baseline.py")), "--noop",
+                             "--host", HOST, "--port", str(port)])  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--port", type=int, default=8777)
-    ap.add_argument("--direct-ingress", action="store_true", help="also set RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
-    args = ap.parse_args()
+    ap.add_argument("--bare-port", type=int, default=8778)
+    ap.add_argument("--direct-ingress", action="store_true", help="Serve's direct ingress, as serve.direct_ingress")
+    a = ap.parse_args()
 
-    from raycast.serve.app import SERVE_ENV
-
-    env = dict(SERVE_ENV) | ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"} if args.direct_ingress else {})
-    os.environ.update(env)  # the controller and proxy are started from this process's Ray
-    import fastapi
-    import httpx
-    import numpy as np
     import ray
     from ray import serve
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", runtime_env={"env_vars": env})
+    from raycast.serve.app import ServeArgs, serve_env
+    from raycast.serve.run import direct_ingress_urls
+
+    args = ServeArgs(storage=".", direct_ingress=a.direct_ingress)  # the defaults serve_config.yaml ships
+    bare = start_bare_noop(a.bare_port)
+    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR")
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-        serve.run(build(serve, fastapi, np), blocking=False)
-        rows = []
-        with httpx.Client() as client:
-            for path in ("noop", "naive", "composed"):
-                lat = []
-                for _ in range(args.requests + 50):
-                    t0 = time.perf_counter()
-                    client.post(f"http://127.0.0.1:{args.port}/{path}").raise_for_status()
-                    lat.append(1e3 * (time.perf_counter() - t0))
-                lat = sorted(lat[50:])  # the first 50 warm connections and replicas
-                rows.append((path, statistics.median(lat), lat[int(0.99 * (len(lat) - 1))]))
+        serve.start(http_options={"host": HOST, "port": a.port},
+                    controller_options={"runtime_env": {"env_vars": serve_env(args)}})  # fmt: skip
+        wait_ready(HOST, a.bare_port, "/noop", method="POST")
+        targets = {"bare uvicorn /noop": (HOST, a.bare_port, [encode_request("POST", "/noop")])}
+        for k, (variant, env) in enumerate(VARIANTS.items()):
+            name = f"hops{k}"
+            serve.run(build_noop_composition(args, env), name=name, route_prefix=f"/{name}")
+            suffix = f", {variant}" if variant else ""
+            for path in PATHS if not variant else ["composed"]:
+                targets[f"proxy /{path}{suffix}"] = (HOST, a.port, [encode_request("POST", f"/{name}/{path}")])
+            if a.direct_ingress:
+                port = int(direct_ingress_urls(HOST, a.port, name)[0].rsplit(":", 1)[1])
+                for path in PATHS if not variant else ["composed"]:
+                    targets[f"direct /{path}{suffix}"] = (HOST, port, [encode_request("POST", f"/{name}/{path}")])
+        rows = sequential(targets, a.requests, warmup=50)
     finally:
+        bare.terminate()
         serve.shutdown()
         ray.shutdown()
-    print(f"\nno-op Serve compositions, {os.cpu_count()} CPUs, {args.requests} sequential requests each"
-          f"{', direct ingress' if args.direct_ingress else ''}")  # fmt: skip
-    print("| path | shape | p50 ms | p99 ms |\n|---|---|---|---|")
-    shapes = {"noop": "proxy -> ingress", "naive": "ingress -> 3 bases", "composed": "ingress -> ensemble -> 3 bases"}
-    for path, p50, p99 in rows:
-        print(f"| /{path} | {shapes[path]} | {p50:.1f} | {p99:.1f} |")
+    print(f"\nno-op compositions with raycast's Serve settings, {os.cpu_count()} CPUs, {a.requests} sequential "
+          f"requests each, interleaved")  # fmt: skip
+    print("| entry /path | shape | p50 ms | p99 ms |\n|---|---|---|---|")
+    for name, r in rows.items():
+        shape = "uvicorn alone" if name.startswith("bare") else PATHS[name.split("/", 1)[1].split(",")[0]]
+        print(f"| {name} | {shape} | {r.pct(50):.1f} | {r.pct(99):.1f} |")
 
 
 if __name__ == "__main__":

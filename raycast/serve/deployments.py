@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 
 import numpy as np
 from ray import serve
@@ -115,6 +116,8 @@ class BaseModelServer:
     def __init__(self, storage: str, name: str, version: str, num_gpus: float, max_batch_size: int,
                  batch_wait_timeout_s: float, torch_threads: int):  # fmt: skip
         _set_threads(torch_threads)
+        # Windows sent by reference arrive as read-only views of the object store; the models only read them.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
         self.device = serving_device(num_gpus)
         self.models = VersionCache(lambda v: load_base(storage, v, name, self.device))
         spec = load_spec(storage, version)
