@@ -1,0 +1,198 @@
+"""Forecast skill against what a quant tries first: the ensemble vs its best member, a ridge and LightGBM.
+
+For each planted strength (and the null universe, strength 0) and each seed, a synthetic universe is ingested,
+featurized, trained by ``raycast train`` (Ray Train, the shipped training defaults, models that keep the reference
+shapes at a width this CPU can train in minutes) and scored by ``raycast evaluate``'s split mode on its test
+period. Every IC is the mean per-date Pearson correlation with the tradable label over the same test rows; the
+oracle IC is the generator's (what the planted signal allows). A bad-tick universe, the strength-0.1 universe
+with a few x100 prints in the training period, ingested as a user's file, checks that training shrugs them off.
+
+    python benchmarks/bench_skill.py all [--quick] [--out skill.jsonl]   # every universe, then the table
+    python benchmarks/bench_skill.py run --strength 0.1 --seed 0 [--bad-ticks] --out skill.jsonl
+    python benchmarks/bench_skill.py table skill.jsonl
+
+``run`` appends one JSON line per universe, so the runs can be spread over time (or machines) and ``table``
+reads them back. This is a printed table, not a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+STRENGTHS = (0.05, 0.1, 0.0)
+SEEDS = (0, 1, 2)
+BAD_TICKS = 6
+BAD_TICK_STRENGTH = 0.1
+UNIVERSE = {"n_symbols": 100, "n_days": 1512}  # 6 years
+QUICK_UNIVERSE = {"n_symbols": 40, "n_days": 800}
+MODELS = {
+    "lstm": {"hidden_size": 32, "fc_size": 32, "dropout": 0.1},
+    "cnn": {"filters": [16, 32, 64], "fc_sizes": [64, 32]},
+    "attention": {"hidden_size": 32, "num_heads": 4, "ff_size": 64, "fc_size": 32},
+}
+TRAIN = {"concurrent": True, "epochs": 6, "max_steps_per_epoch": 200, "batch_size": 256, "lr": 0.002}
+
+
+def config(root: Path, strength: float, seed: int, quick: bool, files: Path | None = None):
+    from raycast.config import parse_config
+
+    universe = (QUICK_UNIVERSE if quick else UNIVERSE) | {"signal_strength": strength, "seed": seed}
+    source = {"source": "files", "files": {"path": str(files)}} if files else {"source": "synthetic"}
+    train = TRAIN | ({"epochs": 3, "max_steps_per_epoch": 60} if quick else {}) | {"seed": seed}
+    return parse_config({
+        "storage": str(root / "store"),
+        "ray": {"num_cpus": 4},  # logical: three 1-CPU trainers and Ray Data share the cores
+        "ingest": source | {"synthetic": universe},
+        "features": {"num_cpus_per_task": 0.5},
+        "train": train,
+        "models": MODELS,
+        "evaluate": {"mode": "split"},
+    })  # fmt: skip
+
+
+def with_bad_ticks(bars, n: int, seed: int):
+    """``n`` symbols get one day in the first half of the history printed 100 times too high (a bad tick)."""
+    rng = np.random.default_rng(seed)
+    bars = bars.copy()
+    dates = np.sort(bars["date"].unique())
+    for symbol in rng.choice(bars["symbol"].unique(), n, replace=False):
+        row = (bars["symbol"] == symbol) & (bars["date"] == dates[rng.integers(len(dates) // 5, len(dates) // 2)])
+        bars.loc[row, ["open", "high", "low", "close"]] *= 100.0
+    return bars
+
+
+def run_one(strength: float, seed: int, bad_ticks: bool, quick: bool) -> dict:
+    """Ingest, featurize, train and evaluate one universe; its test ICs."""
+    from raycast.data.ingest import ingest
+    from raycast.data.synthetic import generate_synthetic
+    from raycast.evaluate.evaluate import evaluate_version
+    from raycast.features.pipeline import build_features
+    from raycast.registry import list_versions
+    from raycast.train.run import train
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cfg = config(root, strength, seed, quick)
+        oracle = None
+        if bad_ticks:
+            universe = generate_synthetic(cfg.ingest.synthetic, cfg.features.label_delay)
+            oracle = universe.oracle_ic
+            path = root / "bars.parquet"
+            with_bad_ticks(universe.bars, BAD_TICKS, seed).to_parquet(path)
+            cfg = config(root, strength, seed, quick, files=path)
+        manifest = ingest(cfg)
+        oracle = oracle if oracle is not None else manifest["synthetic"]["oracle_ic"]
+        build_features(cfg)
+        trained = train(cfg)
+        evaluate_version(cfg, trained.version)
+        spec = next(v for v in list_versions(cfg.storage) if v["version"] == trained.version)
+    test = spec["metrics"]["test"]
+    members = list(trained.bases)
+    row = {
+        "strength": strength,
+        "seed": seed,
+        "bad_ticks": BAD_TICKS if bad_ticks else 0,
+        "quick": quick,
+        "oracle_ic": oracle,
+        "ic": {n: test[n]["ic"] for n in [*members, "ensemble", "ridge", "lightgbm", "momentum"] if n in test},
+        "ic_std": test["ensemble"].get("ic_std"),
+        "n_dates": test["ensemble"].get("n_dates"),
+        "head_kept": trained.spec["stacking"]["kept"],
+        "stacking_ic": trained.spec["stacking"]["ic"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return row
+
+
+def _ms(values) -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return "-"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+
+
+def table(rows: list[dict]) -> str:
+    """The skill table: one line per universe kind, mean ± std over seeds."""
+    lines = [
+        "| universe | seeds | oracle IC | ensemble IC | ensemble / oracle | best member IC | ridge IC | LightGBM IC "
+        "| ensemble >= best member, ridge, LightGBM (seeds) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    kinds = sorted({(r["bad_ticks"], r["strength"]) for r in rows}, key=lambda k: (k[0], -k[1]))
+    for bad, strength in kinds:
+        group = sorted((r for r in rows if r["bad_ticks"] == bad and r["strength"] == strength), key=lambda r: r["seed"])
+        ens = [r["ic"]["ensemble"] for r in group]
+        members = [max(v for k, v in r["ic"].items() if k in r["stacking_ic"]) for r in group]
+        ridge = [r["ic"].get("ridge") for r in group]
+        lgbm = [r["ic"].get("lightgbm") for r in group]
+        wins = [sum(e >= b for e, b in zip(ens, other, strict=True) if b is not None) for other in (members, ridge, lgbm)]
+        name = f"strength {strength:g}" + (f" + {bad} bad ticks" if bad else "") if strength else "null (strength 0)"
+        ratio = [r["ic"]["ensemble"] / r["oracle_ic"] for r in group] if strength else []
+        lines.append(
+            f"| {name} | {len(group)} | {_ms([r['oracle_ic'] for r in group])} | {_ms(ens)} | {_ms(ratio)} "
+            f"| {_ms(members)} | {_ms(ridge)} | {_ms(lgbm)} | {wins[0]}, {wins[1]}, {wins[2]} of {len(group)} |"
+        )
+    null = [r for r in rows if r["strength"] == 0 and not r["bad_ticks"]]
+    if null:
+        lines.append("")
+        lines.append("Null universe, ensemble |IC| against two standard errors of its daily ICs:")
+        for r in null:
+            se = r["ic_std"] / np.sqrt(r["n_dates"])
+            lines.append(f"- seed {r['seed']}: |IC| {abs(r['ic']['ensemble']):.4f}, 2 se {2 * se:.4f}")
+    bad = {r["seed"]: r for r in rows if r["bad_ticks"]}
+    clean = {r["seed"]: r for r in rows if not r["bad_ticks"] and r["strength"] == BAD_TICK_STRENGTH}
+    paired = sorted(set(bad) & set(clean))
+    if paired:
+        lines.append("")
+        std = np.std([clean[s]["ic"]["ensemble"] for s in clean], ddof=1) if len(clean) > 1 else float("nan")
+        diffs = ", ".join(f"{bad[s]['ic']['ensemble'] - clean[s]['ic']['ensemble']:+.4f}" for s in paired)
+        lines.append(f"Bad ticks minus clean, ensemble test IC per seed: {diffs} (std of the clean runs {std:.4f})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("run", help="one universe, appended to --out")
+    one.add_argument("--strength", type=float, required=True)
+    one.add_argument("--seed", type=int, default=0)
+    one.add_argument("--bad-ticks", action="store_true")
+    one.add_argument("--quick", action="store_true")
+    one.add_argument("--out", type=Path, required=True)
+    every = sub.add_parser("all", help="every universe and seed, then the table")
+    every.add_argument("--quick", action="store_true", help="small universes and short training (a smoke run)")
+    every.add_argument("--out", type=Path, default=Path("skill.jsonl"))
+    show = sub.add_parser("table", help="the table of an --out file")
+    show.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+
+    if args.command == "table":
+        rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+        print(table(rows))
+        return
+    plan = [(args.strength, args.seed, args.bad_ticks)] if args.command == "run" else [
+        *((s, seed, False) for s in STRENGTHS for seed in SEEDS), *((BAD_TICK_STRENGTH, seed, True) for seed in SEEDS)
+    ]  # fmt: skip
+    for strength, seed, bad in plan:
+        row = run_one(strength, seed, bad, args.quick)
+        row["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+        with args.out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"[bench_skill] {json.dumps(row)}", flush=True)
+    if args.command == "all":
+        print(table([json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]))
+
+
+if __name__ == "__main__":
+    main()
