@@ -7,7 +7,7 @@ One synthetic universe is featurized; then
   * ray: the same loop function inside a TorchTrainer worker, fed by ``get_dataset_shard``;
   * data path: windows/s that cutting by index delivers (numpy on CPU, torch gather on the device) next to the
     samples/s the model consumes.
-Targets (issue 4): in-loop samples/s ratio ray/bare >= 0.9; the data path >= 50% of the raw training rate.
+Targets: in-loop samples/s ratio ray/bare >= 0.9; the data path >= 50% of the raw training rate.
 """
 
 from __future__ import annotations

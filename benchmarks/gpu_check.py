@@ -7,13 +7,13 @@ costs only that section; every section appends its figures to ``DIR/gpu.jsonl`` 
 ``{"section": ..., "status": ok|failed|timeout, "seconds": ...}`` when it ends.
 
   store     ingest + featurize a synthetic universe once (100 symbols x 4 years); the later sections read it
-  models    bench_models.py on CUDA: fp32 and bf16, batch 32 to 16384, batch-1 latency          (issue 3)
+  models    bench_models.py on CUDA: fp32 and bf16, batch 32 to 16384, batch-1 latency
   tune      k trials at 1/k GPU each, at once, through raycast's own Tune trainable: per-trial and
-            summed samples/s as k grows                                                          (issue 5)
+            summed samples/s as k grows
   train     bench_train.py: the bare loop vs the same loop in a TorchTrainer on the GPU, the
-            window data path, the trainer's fixed cost (LSTM, bf16, batch 4096)                  (issue 4)
+            window data path, the trainer's fixed cost (LSTM, bf16, batch 4096)
   pipeline  ``raycast train`` on the GPU: three base models concurrently on one GPU, the ensemble,
-            then the evaluation report                                                          (issue 4)
+            then the evaluation report
 
 Without CUDA (the CI machine) the script still runs every section on CPU with tiny settings: ``--cpu-smoke``.
 
