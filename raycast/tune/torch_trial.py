@@ -88,6 +88,7 @@ def torch_trial(
             last, best = progress["last"], progress["best"]
     queue = Queue(actor_options={"num_cpus": 0})
     trial_id = tune.get_context().get_trial_id()
+    window = cfg.train.window or window  # a sampled window, else the feature dataset's
     trainers = [
         _build_trainer(cfg, f, k, window, features_dir, storage_path, f"{trial_id}-fold{k}", queue)
         for k, f in enumerate(folds)
