@@ -1,8 +1,9 @@
 """The epoch loop (``fit_epochs``) and the per-worker function Ray Train runs with it (``train_fn_per_worker``).
 
 Each worker pulls its shard of the feature dataset once, keeps the rows as one normalized float32 matrix on its
-device, and cuts shuffled windows from it by index every step: the data path costs an index gather, not a trip
-through the object store per batch. Validation runs on the whole validation period on every worker, so all
+device, and cuts windows from it by index every step (shuffled, or grouped into whole dates for the IC loss): the
+data path costs an index gather, not a trip through the object store per batch. The labels the loss sees are
+processed per date first (``train.label_transform``, :mod:`raycast.train.labels`). Validation runs on the whole validation period on every worker, so all
 ranks see the same metric and take the same early-stopping decision. A Ray Tune trial runs the same
 ``fit_epochs`` in its own process (``raycast.tune.trainable``), without a Ray Train worker group around it.
 """
