@@ -276,9 +276,9 @@ class TrainConfig(Strict):
     ensemble_shrinkage: float = Field(
         100.0,
         ge=0,
-        description="prior strength pulling the ensemble head toward equal weights: the head starts at equal "
-        "weights and its output layers pay an L2 penalty of this / (windows it fits on), so thin data keeps it "
-        "near them",
+        description="prior strength holding the ensemble head at its start (a fixed average of the members, weights "
+        "from their ICs shrunk toward equal): its output layers pay an L2 penalty toward the start of this / "
+        "(windows it fits on), so thin data keeps it there",
     )
 
     @model_validator(mode="after")

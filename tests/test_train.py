@@ -87,7 +87,8 @@ def test_the_head_learns_where_no_base_was_selected(planted):
     # what the report shows per member and for the equal-weight average, on dates no base was chosen on
     assert set(stacking["ic"]) == {*trained.fits, "equal_weights"}
     assert set(stacking["stop_label_ic"]["members"]) == set(trained.fits)
-    assert stacking["kept"] == "equal_weights" or isinstance(stacking["kept"], int)
+    assert stacking["kept"] == "prior" or isinstance(stacking["kept"], int)
+    assert sum(stacking["prior_weights"].values()) == pytest.approx(1.0)
 
 
 def test_ensemble_stage_leaves_the_bases_unchanged(planted):

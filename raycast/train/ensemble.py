@@ -6,10 +6,12 @@ the later part (the stacking part), a label span after the selection part ends: 
 out-of-sample as they will be on the test period. Inside the stacking part the head fits on the earlier dates and
 stops on the later ones, again a label span apart.
 
-The head starts at equal weights (its output layers zeroed: uniform softmax weights, no meta-learner correction)
-and its output layers pay an L2 penalty that fades with the amount of data (``train.ensemble_shrinkage``). The
-equal-weight start is itself a candidate: a head that does not beat it clearly on the held-out dates is not kept.
-Thin data therefore gives an equal-weight average, which rarely loses to a fitted combiner of noisy members.
+The head starts as a fixed weighted average (no meta-learner correction) whose weights are the members' ICs on
+the fit dates shrunk toward equal (:func:`prior_weights`): when the members differ by no more than the noise in
+their ICs (thin data) the weights are equal, when they differ clearly a member that learned nothing fades out.
+Its output layers pay an L2 penalty toward that start which fades with the amount of data
+(``train.ensemble_shrinkage``), and the start is itself a candidate: a trained head that does not beat it clearly
+on the held-out dates is not kept. A fitted combiner of noisy members rarely beats a simple average.
 """
 
 from __future__ import annotations
@@ -94,19 +96,49 @@ def base_outputs(bases: dict[str, torch.nn.Module], x: np.ndarray, ends: np.ndar
 
 
 def output_layers(ensemble: torch.nn.Module) -> list[torch.nn.Linear]:
-    """The layers whose zero weights make the head an equal-weight average (``EnsembleModel``) or silent."""
+    """The layers that set the head's fixed weights (``EnsembleModel``'s weight predictor) and its correction."""
     layers = [ensemble.meta_learner[-1]]
     if hasattr(ensemble, "weight_predictor"):
         layers.append(next(m for m in reversed(ensemble.weight_predictor) if isinstance(m, torch.nn.Linear)))
     return layers
 
 
-def start_at_equal_weights(ensemble: torch.nn.Module) -> None:
-    """Zero the output layers: uniform softmax weights and no meta-learner correction (mean of the bases / 2)."""
+def prior_weights(outputs: np.ndarray, target: np.ndarray, dates: np.ndarray, floor: float = 1e-3) -> np.ndarray:
+    """Member weights in proportion to their mean daily ICs, shrunk toward their common mean (James-Stein).
+
+    The ICs keep ``1 - 2 noise / spread`` of their distance from their mean (none when that is negative):
+    ``noise`` is the members' mean squared standard error of the IC, ``spread`` the variance of the ICs across
+    members. Twice the noise, like the two standard errors a trained head must clear: with only three members
+    the spread is itself a rough estimate. When members differ by little more than their noise (few dates,
+    similar members) the weights are equal; when they differ by far more a member weighs as much as it predicts,
+    and one that learned nothing keeps only ``floor``.
+    """
+    from raycast.evaluate.metrics import daily_ic
+
+    n = outputs.shape[1]
+    ics, noise = np.zeros(n), np.full(n, np.nan)
+    for i in range(n):
+        daily = daily_ic(pd.DataFrame({"date": dates, "target": target, "pred": outputs[:, i]}), "pred").dropna()
+        if len(daily) > 1:
+            ics[i], noise[i] = daily.mean(), daily.var(ddof=1) / len(daily)
+    spread = float(np.var(ics))
+    keep = max(0.0, 1.0 - 2 * float(np.nanmean(noise)) / spread) if spread > 0 and np.isfinite(noise).any() else 0.0
+    shrunk = ics.mean() + keep * (ics - ics.mean())
+    weights = np.maximum(shrunk, 0.0)
+    weights = weights / weights.sum() if weights.sum() > 0 else np.full(n, 1.0 / n)
+    weights = np.maximum(weights, floor)
+    return weights / weights.sum()
+
+
+def start_at_weights(ensemble: torch.nn.Module, weights: np.ndarray) -> None:
+    """A fixed average: the weight predictor's last layer outputs log(weights) whatever its input (so its softmax
+    gives ``weights``), and the meta-learner's last layer is zeroed (no correction): half the weighted mean."""
     with torch.no_grad():
         for layer in output_layers(ensemble):
             layer.weight.zero_()
             layer.bias.zero_()
+        if hasattr(ensemble, "weight_predictor"):
+            output_layers(ensemble)[1].bias.copy_(torch.as_tensor(np.log(weights), dtype=torch.float32))
 
 
 def _ic(pred: np.ndarray, target: np.ndarray, dates: np.ndarray) -> float:
@@ -148,10 +180,11 @@ def fit_ensemble_head(
 ) -> tuple[torch.nn.Module, list[dict], dict]:
     """Train the head on (n, n_bases) base outputs and processed targets of the stacking part; bases stay frozen.
 
-    The epoch with the best IC on the stop dates is kept only if it beats the equal-weight start there by more
-    than two standard errors (:func:`beats_clearly`); otherwise the head stays at equal weights. Returns the head, its
-    per-epoch history, and a summary on the held-out stop dates: each member's IC against ``target``, the
-    equal-weight average's and the kept head's (``kept`` says which epoch, or ``equal_weights``).
+    The head starts at :func:`prior_weights` from the fit dates. The epoch with the best IC on the stop dates is
+    kept only if it beats that start there by more than two standard errors (:func:`beats_clearly`); otherwise
+    the head stays at the start. Returns the head, its per-epoch history, and a summary on the held-out stop
+    dates: each member's IC against ``target``, the equal-weight average's, the start's and the kept head's
+    (``kept`` says which epoch, or ``prior``), with the prior weights.
     ``on_epoch(metrics, kept_metrics)`` is called after every epoch with its stop-date scores and those of the
     best state so far (a Tune trial reports them).
     """
@@ -162,8 +195,10 @@ def fit_ensemble_head(
     torch.manual_seed(cfg.train.seed)
     tc = cfg.train
     ensemble = create_ensemble_model(bases, cfg.models.ensemble)
-    start_at_equal_weights(ensemble)
     fit_rows, stop_rows = fit_and_stop_rows(dates, embargo)
+    prior = prior_weights(outputs[fit_rows], target[fit_rows], dates[fit_rows])
+    start_at_weights(ensemble, prior)
+    start = [p.detach().clone() for layer in output_layers(ensemble) for p in (layer.weight, layer.bias)]
     x = torch.tensor(outputs)  # a copy: arrays that arrive through Ray's object store are read-only
     y = torch.as_tensor(target, dtype=torch.float32)
     params = [p for p in ensemble.parameters() if p.requires_grad]
@@ -179,9 +214,9 @@ def fit_ensemble_head(
         with torch.no_grad():
             return ensemble.forward_from_base_predictions(x[stop_rows])[0].reshape(-1).numpy()
 
-    equal_state, equal_pred = copy.deepcopy(ensemble.state_dict()), stop_predictions()
-    best_metrics = {"epoch": -1} | _scores(equal_pred, stop_target, stop_dates)
-    best, best_state, best_pred, kept, bad, history = best_metrics["val_ic"], equal_state, equal_pred, "equal_weights", 0, []
+    prior_state, prior_pred = copy.deepcopy(ensemble.state_dict()), stop_predictions()
+    best_metrics = {"epoch": -1} | _scores(prior_pred, stop_target, stop_dates)
+    best, best_state, best_pred, kept, bad, history = best_metrics["val_ic"], prior_state, prior_pred, "prior", 0, []
     for epoch in range(tc.ensemble_epochs):
         ensemble.train()
         total, steps = 0.0, 0
@@ -191,7 +226,8 @@ def fit_ensemble_head(
             idx = torch.as_tensor(rows)
             pred, _ = ensemble.forward_from_base_predictions(x[idx])
             loss = loss_fn(pred.reshape(-1), y[idx], torch.as_tensor(groups))
-            shrink = sum((layer.weight**2).sum() + (layer.bias**2).sum() for layer in output_layers(ensemble))
+            now = [p for layer in output_layers(ensemble) for p in (layer.weight, layer.bias)]
+            shrink = sum(((p - p0) ** 2).sum() for p, p0 in zip(now, start, strict=True))
             optimizer.zero_grad(set_to_none=True)
             (loss + penalty * shrink).backward()
             torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
@@ -209,13 +245,14 @@ def fit_ensemble_head(
             on_epoch(metrics, best_metrics)
         if bad >= tc.patience:
             break
-    if kept != "equal_weights" and not beats_clearly(best_pred, equal_pred, stop_target, stop_dates):
-        best, best_state, kept = _ic(equal_pred, stop_target, stop_dates), equal_state, "equal_weights"
+    if kept != "prior" and not beats_clearly(best_pred, prior_pred, stop_target, stop_dates):
+        best, best_state, kept = _ic(prior_pred, stop_target, stop_dates), prior_state, "prior"
     ensemble.load_state_dict(best_state)
     members = {n: _ic(outputs[stop_rows, i], stop_target, stop_dates) for i, n in enumerate(bases)}
     summary = {
         "stop_label_ic": {"members": members, "equal_weights": _ic(outputs[stop_rows].mean(axis=1), stop_target, stop_dates),
-                    "ensemble": best},
+                          "prior": _ic(prior_pred, stop_target, stop_dates), "ensemble": best},
+        "prior_weights": {n: float(w) for n, w in zip(bases, prior, strict=True)},
         "kept": kept,
         "fit_windows": int(len(fit_rows)),
         "stop_windows": int(len(stop_rows)),

@@ -122,7 +122,7 @@ def ensemble_trial(config: dict, *, cfg_data: dict, head: HeadData) -> None:
 
     Runs ``raycast.train.ensemble.fit_ensemble_head`` itself, on the stacking part the registered head learned
     on: every epoch is reported, with ``score`` the objective of the state the head would keep so far (the
-    equal-weight start until an epoch beats it on the held-out dates).
+    weighted-average start until an epoch beats it on the held-out dates).
     """
     from ray import tune
 
