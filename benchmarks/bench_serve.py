@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # untrained_models: a model in seconds
 from bench_serve_hops import build_noop_composition, start_bare_noop  # noqa: E402
 from loadgen import encode_request, measure, sequential, wait_ready  # noqa: E402
 from serve_actors import start_actor_peer  # noqa: E402
@@ -62,7 +63,7 @@ def prepare_storage(storage: str, n_symbols: int, n_days: int) -> RaycastConfig:
     if not list_versions(storage):
         from raycast.data.ingest import ingest
         from raycast.features.pipeline import build_features
-        from raycast.serve.untrained import register_untrained_version
+        from untrained_models import register_untrained_version
 
         print(f"[bench] building a synthetic universe of {n_symbols} symbols x {n_days} days in {storage}", flush=True)
         ingest(cfg)
@@ -105,7 +106,7 @@ def rollout_under_load(cfg: RaycastConfig, requests: list[bytes], concurrency: i
 
     from raycast.serve.app import ServeArgs, build_app
     from raycast.serve.run import ingress_urls
-    from raycast.serve.untrained import register_untrained_version
+    from untrained_models import register_untrained_version
 
     version = register_untrained_version(cfg, seed=1)
     stop, results = threading.Event(), {}

@@ -1,11 +1,11 @@
 """The bare peer for ``bench_serve.py``: one uvicorn + FastAPI process with the three models and the ensemble.
 
-Same API code as the Serve ingress (``raycast.serve.api.create_api`` around a ``PredictionService``), but the
+Same API code as the Serve ingress (``raycast.serve.http_api.create_api`` around a ``PredictionService``), but the
 score function runs the whole ensemble in this process: no Ray, no handles. By default it has one torch thread
 (a process per core is how such a server scales; torch's default of a thread per core makes a single busy process
 fight its own threads and the client for the cores) and scores each request on its own, in the event loop, as a
 plain FastAPI server does. ``--batch`` adds what Serve's ingress does: concurrent requests share one forward pass
-(:class:`raycast.serve.batching.Coalescer`), run off the event loop so requests keep being parsed meanwhile.
+(:class:`raycast.serve.coalescer.Coalescer`), run off the event loop so requests keep being parsed meanwhile.
 ``--noop`` serves ``POST /noop`` only: the HTTP server alone, the floor of any endpoint.
 
     python benchmarks/serve_baseline.py --storage .raycast [--version V] [--port 8001] [--threads 1] [--batch]
@@ -23,11 +23,10 @@ def build_baseline_app(storage: str, version: str | None = None, threads: int = 
     import torch
 
     from raycast.registry import load_predictor
-    from raycast.serve.api import create_api
-    from raycast.serve.batching import Coalescer
+    from raycast.serve.coalescer import Coalescer
     from raycast.serve.deployments import PASSES_PER_CALL, split_scores
-    from raycast.serve.features import StoredFeatures
-    from raycast.serve.service import PredictionService
+    from raycast.serve.feature_rows import StoredFeatures
+    from raycast.serve.http_api import PredictionService, create_api
 
     torch.set_num_threads(threads)
     predictor = load_predictor(storage, version)

@@ -188,7 +188,7 @@ def predict(
     set_: SetOpt = None,
 ) -> None:
     """Score the whole universe offline with Ray Data and write a Parquet signal file."""
-    from raycast.serve.batch import predict_universe
+    from raycast.serve.offline import predict_universe
 
     cfg = _load(config, set_, storage=storage, **{"serve.version": version})
     _print(_run(predict_universe, cfg, date, end_date, output))

@@ -42,7 +42,7 @@ def run_pipeline(cfg: RaycastConfig) -> dict:
             out = run_search(cfg, None)
             tuned = out["best_params"]
         elif stage == "predict":
-            from raycast.serve.batch import predict_universe
+            from raycast.serve.offline import predict_universe
 
             out = predict_universe(cfg, None, None, None)
         else:  # pragma: no cover - the config's Literal rules this out

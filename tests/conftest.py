@@ -53,7 +53,7 @@ def registered_model(ray_session, tmp_path_factory) -> RaycastConfig:
     """
     from raycast.data.ingest import ingest
     from raycast.features.pipeline import build_features
-    from raycast.serve.untrained import register_untrained_version
+    from untrained_models import register_untrained_version
 
     cfg = small_config(tmp_path_factory.mktemp("registered"))
     ingest(cfg)

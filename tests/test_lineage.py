@@ -55,9 +55,8 @@ def registered_metrics(cfg, version: str) -> str:
 def served_answers(cfg, version: str) -> list[dict]:
     """What the HTTP ingress answers for every symbol's latest window: its service, scored in process."""
     from raycast.registry import load_predictor, load_spec
-    from raycast.serve.features import StoredFeatures
-    from raycast.serve.schemas import BatchRequest
-    from raycast.serve.service import PredictionService
+    from raycast.serve.feature_rows import StoredFeatures
+    from raycast.serve.http_api import BatchRequest, PredictionService
 
     spec = load_spec(cfg.storage, version)
     predictor = load_predictor(cfg.storage, version)
@@ -70,7 +69,7 @@ def served_answers(cfg, version: str) -> list[dict]:
 
 
 def batch_signal(cfg, tmp_path, name: str) -> pd.DataFrame:
-    from raycast.serve.batch import predict_universe
+    from raycast.serve.offline import predict_universe
 
     return pd.read_parquet(predict_universe(cfg, output=str(tmp_path / f"{name}.parquet"))["output"])
 
@@ -81,7 +80,7 @@ def rebuilt(ray_session, tmp_path_factory):
     from raycast.data.ingest import ingest
     from raycast.evaluate.evaluate import evaluate_version
     from raycast.features.pipeline import build_features
-    from raycast.serve.untrained import register_untrained_version
+    from untrained_models import register_untrained_version
 
     tmp = tmp_path_factory.mktemp("lineage")
     cfg = small_config(tmp, ingest={"synthetic": {"n_symbols": 8, "n_days": 300}})
@@ -196,7 +195,7 @@ def test_model_whose_data_is_gone_fails_before_serving_naming_it(rebuilt):
     """Runs last in this module: it deletes the model's feature dataset."""
     from raycast.evaluate.evaluate import evaluate_version
     from raycast.serve.app import ServeArgs, build_app
-    from raycast.serve.batch import predict_universe
+    from raycast.serve.offline import predict_universe
 
     cfg, version, gone = rebuilt["cfg"], rebuilt["version"], rebuilt["features_v1"]
     path = fs.join(features_base(cfg.storage), gone)

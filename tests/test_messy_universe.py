@@ -62,7 +62,7 @@ def test_served_and_signal_file_cover_every_surviving_symbol(messy_run, tmp_path
     from ray import serve
 
     from raycast.features.store import current_features_dir, load_meta
-    from raycast.serve.batch import predict_universe
+    from raycast.serve.offline import predict_universe
     from raycast.serve.run import start_app
     from test_serve import free_port
 

@@ -26,7 +26,7 @@ LOGGED_DATES = 60
 @pytest.fixture(scope="module")
 def logged(registered_model, tmp_path_factory):
     """A copy of the registered universe with a good and a bad version's signal files for its last 60 dates."""
-    from raycast.serve.untrained import register_untrained_version
+    from untrained_models import register_untrained_version
 
     root = tmp_path_factory.mktemp("monitor")
     shutil.copytree(registered_model.storage, root / "store")

@@ -28,7 +28,7 @@ from raycast.features.spec import compute_symbol_features
 from raycast.features.store import FeatureBlocks, current_features_dir, read_feature_frame
 from raycast.features.windows import cut_windows, window_ends
 from raycast.registry import load_predictor
-from raycast.serve.batching import Coalescer
+from raycast.serve.coalescer import Coalescer
 
 pytestmark = pytest.mark.slow
 KEY = "test-key"
@@ -96,8 +96,8 @@ def test_base_model_batches_concurrent_calls(registered_model):
 
     The class outside Serve, without a wait (the default); the module's app runs its @serve.batch path."""
     from raycast.serve.deployments import BaseModelServer
-    from raycast.serve.models import load_base, run_base
-    from raycast.serve.untrained import register_untrained_version
+    from raycast.serve.deployments import load_base, run_base
+    from untrained_models import register_untrained_version
 
     cfg = registered_model
     version, other = cfg.serve.version, register_untrained_version(cfg, seed=3)
@@ -344,7 +344,7 @@ def test_other_bad_requests(served):
 
 
 def test_predict_universe_equals_http(served, tmp_path):
-    from raycast.serve.batch import predict_universe
+    from raycast.serve.offline import predict_universe
 
     cfg, client = served
     last = client.get("/v1/symbols").json()["symbols"][0]["last"]
@@ -459,7 +459,7 @@ def roll_out_under_load(cfg, client, version: str) -> "Load":
 
 
 def rollout_of_a_new_version_fails_no_request(served):
-    from raycast.serve.untrained import register_untrained_version
+    from untrained_models import register_untrained_version
 
     cfg, client = served
     old = cfg.serve.version
@@ -475,7 +475,7 @@ def rollout_of_a_new_version_fails_no_request(served):
 
 def rollout_to_other_members_fails_no_request(served):
     """The new version drops the attention model: old ensemble replicas still reach it until they are replaced."""
-    from raycast.serve.untrained import register_untrained_version
+    from untrained_models import register_untrained_version
 
     cfg, client = served
     old = client.get("/v1/health").json()["model_version"]

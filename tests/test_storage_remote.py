@@ -155,7 +155,7 @@ def test_pipeline_on_s3_storage(ray_session, s3, tmp_path, monkeypatch, capfd):
     from raycast.features.pipeline import build_features
     from raycast.features.store import FeatureBlocks, current_features_dir, load_meta, read_feature_frame
     from raycast.registry import list_versions, load_predictor
-    from raycast.serve.features import StoredFeatures
+    from raycast.serve.feature_rows import StoredFeatures
     from raycast.train.run import train
 
     client, uri = s3

@@ -1,10 +1,15 @@
-"""Serving: the Ray Serve application (``app.build_app``), ``raycast serve`` (``run``) and ``raycast predict`` (``batch``).
+"""Serving: the Ray Serve application behind ``raycast serve``, and offline scoring behind ``raycast predict``.
 
-    app.py          ServeArgs and the typed builder serve_config.yaml points at
-    deployments.py  the base-model, ensemble and ingress deployments
-    api.py          the versioned HTTP API (FastAPI); service.py is what it does, schemas.py its bodies
-    features.py     stored feature rows cached per replica; candles.py windows from request candles
-    models.py       loading registry versions; batching.py adaptive batching for the async stages
-    batch.py        offline scoring of the whole universe with Ray Data
-    demo.py         an untrained registered ensemble for tests and benchmarks
+The request path of ``POST /v1/predict``, in the order a request meets it:
+
+    http_api.py      request and response bodies, what each route does (PredictionService), the FastAPI app
+    feature_rows.py  a request's model inputs: stored feature rows or the request's candles, as normalized windows
+    deployments.py   the ingress, ensemble and base-model deployments, and how they load a model version
+    coalescer.py     the Coalescer: how each stage batches concurrent requests
+
+Around it:
+
+    app.py           ServeArgs and build_app, the typed builder serve_config.yaml points at
+    run.py           ``raycast serve``: start the application, say where it answers, stop it cleanly
+    offline.py       offline scoring of the whole universe with Ray Data (``raycast predict``)
 """

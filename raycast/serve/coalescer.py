@@ -1,4 +1,4 @@
-"""Adaptive batching for the async stages (ingress and ensemble): batch whatever queued while a slot was busy.
+"""The Coalescer: how each serving stage batches concurrent requests, taking whatever queued while a slot was busy.
 
 ``@serve.batch`` forms the next batch as soon as its wait time is up, even while the previous batch still holds
 the only slot; for a stage that awaits other replicas (a fan-out) that gives batches of one under load, each

@@ -1,7 +1,7 @@
-"""``raycast predict``: score the whole universe offline with Ray Data and write the daily signal file.
+"""Offline scoring (``raycast predict``): score the whole universe with Ray Data and write the daily signal file.
 
 The (symbol, date) pairs to score come from the same in-memory index the HTTP API uses
-(:class:`~raycast.serve.features.StoredFeatures`), and each model actor cuts the same windows and runs the same
+(:class:`~raycast.serve.feature_rows.StoredFeatures`), and each model actor cuts the same windows and runs the same
 ``Predictor``; the file therefore holds what ``POST /v1/predict`` would answer for each pair. Actors get a GPU
 when the cluster has one.
 """
@@ -24,7 +24,7 @@ class ScoreBatch:
 
     def __init__(self, storage: str, version: str, features_dir: str, since: dt.date, device: str):
         from raycast.registry import load_predictor
-        from raycast.serve.features import StoredFeatures
+        from raycast.serve.feature_rows import StoredFeatures
 
         self.predictor = load_predictor(storage, version, device=device)
         self.features = StoredFeatures.load(storage, self.predictor.spec, since=since, features_dir=features_dir)
@@ -63,7 +63,7 @@ def predict_universe(cfg: RaycastConfig, date: str | None = None, end_date: str 
     from raycast.lineage import model_features_dir
     from raycast.registry import load_spec, resolve_version
     from raycast.runtime import init_ray
-    from raycast.serve.features import StoredFeatures
+    from raycast.serve.feature_rows import StoredFeatures
 
     started = time.time()
     start, end = _parse_date(date, "--date"), _parse_date(end_date, "--end-date")
