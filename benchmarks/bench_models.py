@@ -1,4 +1,4 @@
-"""Raw-PyTorch throughput of raycast's models, beside the anchor figures.
+"""Raw-PyTorch throughput of raycast's models, beside reference figures (anchors) for the same architectures.
 
 For each model: forward (inference) and training-step (Adam + MSE) throughput in samples/s on random tensors
 already on the device, at several batch sizes, plus batch-1 inference latency (p50); fp32, and bf16 autocast
@@ -27,8 +27,8 @@ from raycast.models import MODELS, autocast_context, build_model, create_ensembl
 
 N_FEATURES, SEQ = 40, 30
 
-# Anchor figures, copied from /work/shared/ANCHORS.md section 1 ("The raw-PyTorch limit for the reference
-# models"). Keys: (metric, batch, precision). "train"/"infer" are samples/s, "*_p50_ms" are milliseconds.
+# Anchor figures: the raw-PyTorch limit of the reference models, the same architectures in a plain PyTorch loop.
+# Keys: (metric, batch, precision). "train"/"infer" are samples/s, "*_p50_ms" are milliseconds.
 # "gpu" rows were measured on one NVIDIA H200 (torch 2.11, eager); "cpu" rows on the 2-core CI machine.
 ANCHORS: dict[str, dict[str, dict[tuple[str, int, str], float]]] = {
     "gpu": {

@@ -4,9 +4,10 @@ Deployments of raycast's shape that do nothing (HTTP -> FastAPI ingress -> ensem
 called concurrently, a (1, 30, 40) float32 window crossing each handle, zeros coming back), deployed with the
 application's own settings: ``raycast.serve.app.serve_env`` for the replicas and the controller, the same CPU
 shares, and handles on the transport the replicas declare (``on_declared_transport``). In the same run: the
-ingress alone (``/noop``), the anchors' naive shape (the ingress fanning out to the three bases itself), the
-composed shape with one setting undone (replicas at Ray's nice 15; Ray actor calls instead of gRPC) and a bare
-uvicorn no-op, each through Serve's proxy and, with ``--direct-ingress``, from the ingress replicas' own ports.
+ingress alone (``/noop``), the reference design's naive shape (the ingress fanning out to the three bases
+itself), the composed shape with one setting undone (replicas at Ray's nice 15; Ray actor calls instead of gRPC)
+and a bare uvicorn no-op, each through Serve's proxy and, with ``--direct-ingress``, from the ingress replicas'
+own ports.
 Sequential requests from one client over keep-alive, interleaved, 127.0.0.1 only.
 
     python benchmarks/bench_serve_hops.py [--requests 300] [--direct-ingress]
@@ -78,7 +79,7 @@ def build_noop_composition(args, env: dict[str, str] | None = None):
             return {"y": float((await self.ensemble.predict.remote(np.zeros((1, 30, 40), np.float32)))[0])}
 
         @app.post("/naive")
-        async def naive(self):  # the anchors' shape: ingress -> 3 bases
+        async def naive(self):  # the reference design's shape: ingress -> 3 bases
             outs = await asyncio.gather(*[b.predict.remote(np.zeros((1, 30, 40), np.float32)) for b in self.bases])
             return {"y": float(np.mean(outs))}
 

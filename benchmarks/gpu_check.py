@@ -17,14 +17,14 @@ costs only that section; every section appends its figures to ``DIR/gpu.jsonl`` 
 
 Without CUDA (the CI machine) the script still runs every section on CPU with tiny settings: ``--cpu-smoke``.
 
-On a GPU machine without a package index (Python 3.12 and torch present, Ray and pandas-ta not), pack what it
-lacks on a machine with one, carry ``.gpu/`` over, and import the project through PYTHONPATH::
+On a GPU machine without a package index (Python 3.12 and torch present, Ray and pandas-ta not), install what
+it lacks into a folder on a machine with an index and the same Python and platform, carry the folder over, and
+import the project through PYTHONPATH::
 
-    bash ../shared/gpu/bundle.sh            # writes .gpu/site.tar.xz (~38 MB)
-    mkdir -p .site && tar xJf .gpu/site.tar.xz -C .site
+    pip install --target .site 'ray[data,train,tune,serve]==2.60.*' pandas-ta==0.4.71b0 ...  # pyproject's, less torch
     PYTHONPATH=$PWD/.site:$PWD RAY_AUTH_MODE=disabled python3 benchmarks/gpu_check.py --out $OUT --budget 520
 
-Session 3's H100 runs took 517 s (every section) and 276 s (``--sections store,tune,pipeline``).
+On one NVIDIA H100 (2026-11-27) every section took 517 s; ``--sections store,tune,pipeline`` 276 s.
 """
 
 from __future__ import annotations
@@ -189,8 +189,8 @@ def run_section(section: str, store: Path, out: Path, limit: float) -> str:
         proc.wait()
         return "timeout"
     finally:
-        # A killed section can leave Ray's processes holding GPU memory: the next one starts clean. Only on the
-        # lent GPU machine, where every Ray process is ours; `ray stop` ends every Ray process of the machine.
+        # A killed section can leave Ray's processes holding GPU memory: the next one starts clean. `ray stop` ends
+        # every Ray process of the machine, so run the check on a GPU machine that runs nothing else on Ray.
         if not smoke():
             subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, timeout=60)
 
