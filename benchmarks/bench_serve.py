@@ -169,7 +169,7 @@ def targets_table(results: dict) -> list[tuple[str, str, str, str]]:
         "no-op composition of the required shape, p50", "<= 17 ms",
         f"{noop['serve']['p50_ms']:.1f} ms (via proxy {noop['serve via proxy']['p50_ms']:.1f}; bare no-op "
         f"{noop[BARE]['p50_ms']:.1f})",
-        "met" if noop["serve"]["p50_ms"] <= 17 else "not met (see the hop costs in the README)",
+        "met" if noop["serve"]["p50_ms"] <= 17 else "not met (see the hop costs in docs/performance.md)",
     ))  # fmt: skip
     for endpoint in ("predict (stored)", "predict/batch (universe)"):
         s, b = load[endpoint]["serve"][32]["rps"], load[endpoint][BARE][32]["rps"]
