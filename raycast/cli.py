@@ -68,11 +68,17 @@ def ingest(
     symbols: Annotated[int | None, typer.Option(help="Synthetic: number of symbols.")] = None,
     days: Annotated[int | None, typer.Option(help="Synthetic: business days of history.")] = None,
     signal_strength: Annotated[float | None, typer.Option(help="Synthetic: planted oracle IC (0 = nothing to predict).")] = None,
+    append: Annotated[
+        str | None, typer.Option(help="Add this file's (or per-symbol directory's) bars to the current version.")
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
     """Load market data, validate it and write the Parquet dataset partitioned by symbol."""
-    from raycast.data.ingest import ingest as run_ingest
+    from raycast.data.ingest import append_bars, ingest as run_ingest
 
+    if append is not None:
+        _print(_run(append_bars, _load(config, set_, storage=storage), append))
+        return
     cfg = _load(config, set_, storage=storage, **{
         "ingest.source": source, "ingest.files.path": path, "ingest.synthetic.n_symbols": symbols,
         "ingest.synthetic.n_days": days, "ingest.synthetic.signal_strength": signal_strength,
@@ -85,11 +91,19 @@ def ingest(
 
 
 @app.command()
-def features(config: ConfigOpt = None, storage: StorageOpt = None, set_: SetOpt = None) -> None:
+def features(
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    incremental: Annotated[
+        bool, typer.Option(help="Compute only what new market bars change; keep the previous split and normalization.")
+    ] = False,
+    set_: SetOpt = None,
+) -> None:
     """Compute the 40 features per day with Ray Data and fit normalization on the training period."""
+    from raycast.features.incremental import update_features
     from raycast.features.pipeline import build_features
 
-    _print(_run(build_features, _load(config, set_, storage=storage)))
+    _print(_run(update_features if incremental else build_features, _load(config, set_, storage=storage)))
 
 
 @app.command()

@@ -547,3 +547,135 @@ def test_odd_tickers_survive_the_store(tmp_path, messy):
     bars = read_bars(str(tmp_path), ["RDS/A", "BRK.B"])
     assert sorted(bars["symbol"].unique()) == ["BRK.B", "RDS/A"] and len(bars) == 2 * 300
     assert any(p.name == "symbol=RDS~2FA" for p in current_version_dir(str(tmp_path)).iterdir())
+
+
+# ------------------------------------------------------------------------------------------ appends
+
+
+def _universe_csvs(tmp_path: Path, cut: int = 5) -> tuple[pd.DataFrame, Path, Path]:
+    """Synthetic bars as text: (all bars, a CSV of all but the last ``cut`` days, a CSV of those days)."""
+    bars = generate_synthetic(SyntheticConfig(n_symbols=4, n_days=130, seed=3)).bars
+    last = np.sort(bars["date"].unique())[-cut:]
+    head, tail = tmp_path / "head.csv", tmp_path / "tail.csv"
+    bars[~bars["date"].isin(last)].to_csv(head, index=False)
+    bars[bars["date"].isin(last)].to_csv(tail, index=False)
+    return bars, head, tail
+
+
+def test_append_adds_days_and_symbols_and_equals_a_full_ingest(tmp_path):
+    from raycast.data.ingest import append_bars
+
+    bars, head, tail = _universe_csvs(tmp_path)
+    storage = tmp_path / "store"
+    ingest(_cfg(storage, source="files", files={"path": str(head)}))
+    before = current_version_dir(str(storage))
+    # the tail days of three symbols, a new symbol and one bad row
+    extra = pd.read_csv(tail, dtype=str)
+    extra = extra[extra["symbol"] != "SYN003"]
+    newcomer = _bars("NEW", 3, start="2015-07-01")
+    bad = extra.iloc[[0]].assign(close="oops")
+    pd.concat([extra, newcomer, bad]).to_csv(tmp_path / "day.csv", index=False)
+
+    summary = append_bars(_cfg(storage), str(tmp_path / "day.csv"))
+    after = current_version_dir(str(storage))
+    assert summary["published"] and after != before and before.exists()  # the previous version is kept
+    assert summary["new_rows"] == len(extra) + 3 and summary["corrected_rows"] == 0
+    assert summary["new_symbols"] == ["NEW"] and summary["rejected"] == {"unparsable_number": 1}
+
+    # what a full ingest of the same bars publishes, file for file in content
+    full_storage = tmp_path / "full"
+    everything = pd.concat([pd.read_csv(head, dtype=str), extra, newcomer])
+    everything.to_csv(tmp_path / "all.csv", index=False)
+    full = ingest(_cfg(full_storage, source="files", files={"path": str(tmp_path / "all.csv")}))
+    pd.testing.assert_frame_equal(read_bars(str(storage)), read_bars(str(full_storage)))
+    manifest = read_manifest(str(storage))
+    for key in ("symbols", "rows", "rows_per_symbol", "date_min", "date_max", "symbol_hashes", "content_hash"):
+        assert manifest[key] == full[key], key
+    assert manifest["rejected_total"] == 1 and len(read_rejected(str(storage))) == 1
+    assert manifest["append"]["previous_version"] == before.name
+
+    # nothing unchanged was rewritten: the untouched symbol's file and the extended symbols' old files are the
+    # previous version's (hard links), the extended ones got one more file with just the new days
+    def inode(version, symbol, name="data.parquet"):
+        return (version / f"symbol={symbol}" / name).stat().st_ino
+
+    for symbol in ("SYN000", "SYN001", "SYN002", "SYN003"):
+        assert inode(after, symbol) == inode(before, symbol), symbol
+    added = sorted((after / "symbol=SYN000").glob("data-*.parquet"))
+    assert len(added) == 1 and len(pd.read_parquet(added[0])) == 5
+    assert sorted(p.name for p in (after / "symbol=SYN003").iterdir()) == ["data.parquet"]
+
+
+def test_a_resent_day_is_idempotent_and_a_correction_is_counted(tmp_path):
+    from raycast.data.ingest import append_bars
+
+    bars, head, tail = _universe_csvs(tmp_path)
+    storage = tmp_path / "store"
+    ingest(_cfg(storage, source="files", files={"path": str(head)}))
+    assert append_bars(_cfg(storage), str(tail))["published"]
+    version, manifest = current_version_dir(str(storage)), read_manifest(str(storage))
+
+    again = append_bars(_cfg(storage), str(tail))  # the same rows once more
+    assert not again["published"] and again["new_rows"] == 0 and again["unchanged_rows"] == len(pd.read_csv(tail))
+    assert current_version_dir(str(storage)) == version and read_manifest(str(storage)) == manifest
+
+    fixed = pd.read_csv(tail, dtype=str)
+    fixed = fixed[(fixed["symbol"] == "SYN001")].iloc[[2]]
+    fixed["close"] = str(float(fixed["close"].iloc[0]) * 1.01)
+    fixed["high"] = str(max(float(fixed["high"].iloc[0]), float(fixed["close"].iloc[0])))
+    fixed.to_csv(tmp_path / "fix.csv", index=False)
+    out = append_bars(_cfg(storage), str(tmp_path / "fix.csv"))
+    assert out["published"] and out["corrected_rows"] == 1 and out["new_rows"] == 0
+    date = str(pd.Timestamp(fixed["date"].iloc[0]).date())
+    assert out["corrections"] == [{"symbol": "SYN001", "date": date}]
+    assert read_manifest(str(storage))["append"]["corrected_rows"] == 1
+    stored = read_bars(str(storage), ["SYN001"]).set_index("date")
+    assert stored.loc[date, "close"] == pytest.approx(float(fixed["close"].iloc[0]), rel=1e-15)
+    assert len(stored) == 130
+    # a corrected symbol is rewritten as one file; the others keep theirs
+    current = current_version_dir(str(storage))
+    assert [p.name for p in (current / "symbol=SYN001").iterdir()] == ["data.parquet"]
+    assert len(list((current / "symbol=SYN002").iterdir())) == 2
+
+
+def test_append_adjusts_a_split_in_the_new_bars_and_counts_it_once(tmp_path):
+    from raycast.data.ingest import append_bars
+
+    bars, head, tail = _universe_csvs(tmp_path)
+    storage = tmp_path / "store"
+    first = ingest(_cfg(storage, source="files", files={"path": str(head)}))
+    assert first["quality"]["splits"]["events"] == 0
+    day = pd.read_csv(tail, dtype=str)
+    split = day["symbol"] == "SYN002"
+    for col in ("open", "high", "low", "close"):
+        day.loc[split, col] = (day.loc[split, col].astype(float) / 2).astype(str)
+    day.to_csv(tmp_path / "split.csv", index=False)
+    out = append_bars(_cfg(storage), str(tmp_path / "split.csv"))
+    manifest = read_manifest(str(storage))
+    assert manifest["quality"]["splits"]["symbols"] == {"SYN002": 1}
+    closes = read_bars(str(storage), ["SYN002"])["close"].to_numpy()
+    assert np.abs(np.diff(np.log(closes))).max() < np.log(1.3)  # history scaled to the post-split prices
+    assert out["symbols_rewritten"] == 1  # only the split symbol: its stored bars changed
+    # the split is not counted again by the next append of the same symbol
+    nxt = _bars("SYN002", 1, start=str((pd.Timestamp(day["date"].max()) + pd.offsets.BDay()).date()))
+    nxt[["open", "high", "low", "close"]] = closes[-1]
+    nxt["high"] = closes[-1] * 1.01
+    nxt.to_csv(tmp_path / "next.csv", index=False)
+    append_bars(_cfg(storage), str(tmp_path / "next.csv"))
+    assert read_manifest(str(storage))["quality"]["splits"]["events"] == 1
+
+
+def test_cli_append(tmp_path):
+    from typer.testing import CliRunner
+
+    from raycast.cli import app
+
+    _, head, tail = _universe_csvs(tmp_path)
+    storage = str(tmp_path / "store")
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", "--storage", storage, "--source", "files", "--path", str(head)]).exit_code == 0
+    result = runner.invoke(app, ["ingest", "--storage", storage, "--append", str(tail)])
+    assert result.exit_code == 0, result.output
+    assert '"published": true' in result.output and '"new_rows": 20' in result.output
+    missing = runner.invoke(app, ["ingest", "--storage", storage, "--append", str(tmp_path / "nope.csv")])
+    assert missing.exit_code == 2 and "no such file" in missing.output

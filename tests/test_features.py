@@ -362,3 +362,60 @@ def test_messy_universe_featurizes_what_it_can_and_names_the_rest(tmp_path, caps
     late = rows[rows["symbol"] == expected["late_listing"]]
     assert halted["target"].isna().sum() == cfg.features.label_delay + cfg.features.horizon + 2
     assert late["date"].min() > rows["date"].min() and late["target"].notna().sum() > 50
+
+
+# ------------------------------------------------------------------------------------ incremental builds
+
+
+def test_incremental_features_equal_a_full_rebuild_row_for_row(ray_session, tmp_path):
+    """Two appends (later days for every symbol; then one more day, a corrected old bar and a new short symbol):
+    each incremental build equals a full build of the same market version, and links what it did not change."""
+    import shutil
+
+    from raycast.data.ingest import append_bars, ingest
+    from raycast.data.synthetic import generate_synthetic
+    from raycast.features.incremental import update_features
+    from raycast.features.pipeline import build_features
+    from raycast.features.store import ROWS_DIR, current_features_dir, load_meta, read_feature_frame
+    from tests.conftest import small_config
+
+    cfg = small_config(tmp_path, ingest={"source": "files", "files": {"path": str(tmp_path / "head.parquet")}})
+    bars = generate_synthetic(cfg.ingest.synthetic.model_copy(update={"n_days": 300})).bars
+    days = np.sort(bars["date"].unique())
+    bars[bars["date"] < days[-6]].to_parquet(tmp_path / "head.parquet", index=False)
+    bars[(bars["date"] >= days[-6]) & (bars["date"] < days[-1])].to_parquet(tmp_path / "week.parquet", index=False)
+    last = bars[bars["date"] == days[-1]]
+    corrected = bars[(bars["symbol"] == "SYN003") & (bars["date"] == days[100])].assign(volume=lambda f: f["volume"] * 2)
+    newcomer = last.iloc[[0]].assign(symbol="NEW")
+    pd.concat([last, corrected, newcomer]).to_parquet(tmp_path / "day.parquet", index=False)
+
+    ingest(cfg)
+    build_features(cfg)
+    first = current_features_dir(cfg.storage)
+    normalizer = load_meta(first).normalizer
+    for chunk, expect in (("week.parquet", (12, 0)), ("day.parquet", (11, 1))):
+        before = current_features_dir(cfg.storage)
+        append_bars(cfg, str(tmp_path / chunk))
+        out = update_features(cfg)
+        assert out["incremental"] and out["published"]
+        assert (out["symbols_extended"], out["symbols_rewritten"]) == expect
+        after = current_features_dir(cfg.storage)
+        assert load_meta(after).normalizer == normalizer  # the training period's, kept
+        # settled rows of untouched files are the previous files themselves
+        linked = [p for p in (after / ROWS_DIR).iterdir() if (before / ROWS_DIR / p.name).exists()
+                  and p.stat().st_ino == (before / ROWS_DIR / p.name).stat().st_ino]  # fmt: skip
+        assert linked
+
+        full_storage = tmp_path / f"full-{chunk}"
+        shutil.copytree(cfg.storage, full_storage)
+        full_cfg = cfg.model_copy(update={"storage": str(full_storage)})
+        build_features(full_cfg)
+        key = ["symbol", "date"]
+        mine = read_feature_frame(after).sort_values(key, ignore_index=True)
+        full = read_feature_frame(current_features_dir(full_cfg.storage)).sort_values(key, ignore_index=True)
+        assert len(mine) == load_meta(after).raw["n_rows"]
+        pd.testing.assert_frame_equal(mine, full, check_exact=True)
+        assert load_meta(after).raw["date_max"] == str(pd.Timestamp(days[-1 if chunk == "day.parquet" else -2]).date())
+    assert "NEW" in load_meta(after).raw["skipped"]  # one bar: too short, as in the full build
+    again = update_features(cfg)
+    assert not again["published"]  # nothing new in the market data

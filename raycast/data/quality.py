@@ -77,11 +77,16 @@ def _adjust_splits(bars: pd.DataFrame, splits: list[tuple[int, float]]) -> pd.Da
     return out
 
 
-def apply_quality_policies(bars: pd.DataFrame, cfg: QualityConfig) -> tuple[pd.DataFrame, dict]:
+def apply_quality_policies(
+    bars: pd.DataFrame, cfg: QualityConfig, since: dict[str, pd.Timestamp] | None = None
+) -> tuple[pd.DataFrame, dict]:
     """Canonical bars with the configured policies applied, and the report for the manifest.
 
     The report has, per check: ``policy``, ``events`` (occurrences), ``symbols`` ({symbol: occurrences}),
     ``rows_cut`` (bars a ``cut`` removed); splits also list ``{symbol, date, ratio}``.
+
+    ``since`` (an append: each symbol's stored history joined with its new bars) counts only the occurrences that
+    end on or after the symbol's first new bar; earlier ones were counted when those bars were ingested.
     """
     policy = {"splits": cfg.splits, "halts": cfg.halts, "zero_volume": cfg.zero_volume, "stale": cfg.stale}
     report = {c: {"policy": policy[c], "events": 0, "symbols": {}, "rows_cut": 0} for c in CHECKS}
@@ -89,9 +94,12 @@ def apply_quality_policies(bars: pd.DataFrame, cfg: QualityConfig) -> tuple[pd.D
     parts = []
     for symbol, group in bars.groupby("symbol", sort=True):
         group = group.reset_index(drop=True)
+        first_new = 0 if since is None or symbol not in since else int(group["date"].searchsorted(since[symbol]))
         splits = find_splits(group, cfg)
         report["splits"]["found"] += [
-            {"symbol": str(symbol), "date": str(group["date"].iloc[i].date()), "ratio": round(r, 4)} for i, r in splits
+            {"symbol": str(symbol), "date": str(group["date"].iloc[i].date()), "ratio": round(r, 4)}
+            for i, r in splits
+            if i >= first_new
         ]
         if splits and cfg.splits == "adjust":
             group = _adjust_splits(group, splits)
@@ -101,8 +109,10 @@ def apply_quality_policies(bars: pd.DataFrame, cfg: QualityConfig) -> tuple[pd.D
             if not ends:
                 continue
             entry = report[check]
-            entry["events"] += len(ends)
-            entry["symbols"][str(symbol)] = len(ends)
+            counted = sum(1 for end in ends if end >= first_new)
+            if counted:
+                entry["events"] += counted
+                entry["symbols"][str(symbol)] = counted
             if policy[check] == "cut" and ends[-1] > start:
                 entry["rows_cut"] += ends[-1] - start
                 start = ends[-1]

@@ -68,12 +68,29 @@ def symbol_date_key(symbol: pd.Series, date: np.ndarray) -> np.ndarray:
     return (codes.astype("i8") << 32) | (days - days.min()) if len(days) else codes.astype("i8")
 
 
+def symbol_hash(part: pd.DataFrame) -> str:
+    """SHA-256 over one symbol's canonical bars (its dates and values, in date order)."""
+    h = hashlib.sha256(",".join(BAR_COLUMNS).encode())
+    h.update(np.ascontiguousarray(part["date"].to_numpy("datetime64[ns]").view("<i8")).tobytes())
+    for c in VALUE_COLUMNS:
+        h.update(np.ascontiguousarray(part[c].to_numpy(), dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
+def symbol_hashes(bars: pd.DataFrame) -> dict[str, str]:
+    """:func:`symbol_hash` of every symbol of a canonical bars frame."""
+    return {str(symbol): symbol_hash(part) for symbol, part in bars.groupby("symbol", sort=True)}
+
+
+def combine_hashes(per_symbol: dict[str, str]) -> str:
+    """The dataset's hash from its symbols' hashes: an append that rehashes only the symbols it touched gets the
+    same value as a full ingest of the same bars."""
+    h = hashlib.sha256(b"raycast-bars-v2")
+    for symbol in sorted(per_symbol):
+        h.update(b"\0" + symbol.encode() + b"\0" + per_symbol[symbol].encode())
+    return h.hexdigest()
+
+
 def content_hash(bars: pd.DataFrame) -> str:
     """SHA-256 over the values of a canonical bars frame (independent of Parquet encoding or library versions)."""
-    h = hashlib.sha256(",".join(BAR_COLUMNS).encode())
-    for symbol, part in bars.groupby("symbol", sort=True):
-        h.update(b"\0" + str(symbol).encode() + b"\0")
-        h.update(np.ascontiguousarray(part["date"].to_numpy("datetime64[ns]").view("<i8")).tobytes())
-        for c in VALUE_COLUMNS:
-            h.update(np.ascontiguousarray(part[c].to_numpy(), dtype="<f8").tobytes())
-    return h.hexdigest()
+    return combine_hashes(symbol_hashes(bars))

@@ -5,6 +5,7 @@ Layout under ``<storage>/market/``::
     CURRENT                      one line: the name of the published version directory
     v-<utc timestamp>-<uuid>/
         symbol=<SYM>/data.parquet    canonical bars of one symbol, sorted by date (see symbol_dir_name)
+        symbol=<SYM>/data-<v>.parquet  bars an append added after them (see below), one file per append
         rejected.parquet             rejected rows (original values as text, reason, source, row)
         manifest.json                what is in the version (see :func:`build_manifest`)
 
@@ -19,6 +20,13 @@ On an object store (``s3://...``) there is neither rename nor lock: a version is
 Pruning then removes the versions older than the new one except the previously current one and the registered
 models' ones, which also clears the debris of killed writers. Run one ingest at a time there.
 
+An append (:func:`append_market_data`) publishes a new version the same way without rewriting the symbols it
+does not change: their files are hard links to the previous version's (a server-side copy on an object store).
+A symbol that only gains later dates keeps its files too and gets one more, ``data-<version>.parquet``, with the
+new bars; a symbol whose stored bars change (a corrected bar, a back-filled gap, a split adjusted by the quality
+policy, a new symbol) is rewritten as one ``data.parquet``, and so is one that would exceed
+:data:`MAX_FILES_PER_SYMBOL` files. Readers read every ``*.parquet`` of a symbol's directory, in date order.
+
 Nothing here embeds a wall-clock time in the files, so the same input yields byte-identical Parquet files and
 manifest; only the version directory name carries the time.
 """
@@ -32,8 +40,9 @@ import os
 import shutil
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +51,7 @@ import pyarrow.parquet as pq
 
 from raycast import fs
 from raycast.data.errors import DataError
-from raycast.data.schema import VALUE_COLUMNS, canonical_bars, content_hash, empty_bars
+from raycast.data.schema import VALUE_COLUMNS, canonical_bars, combine_hashes, empty_bars, symbol_hashes
 from raycast.data.validate import REJECTED_COLUMNS, reason_counts
 from raycast.lineage import referenced_versions
 
@@ -50,6 +59,9 @@ CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 REJECTED = "rejected.parquet"
 DATA_FILE = "data.parquet"
+APPENDED_PREFIX = "data-"
+MAX_FILES_PER_SYMBOL = 32
+"""An append that would leave a symbol with more files than this rewrites it as one (reads stay few and large)."""
 
 BAR_SCHEMA = pa.schema(
     [("symbol", pa.string()), ("date", pa.timestamp("ns"))] + [(c, pa.float64()) for c in VALUE_COLUMNS]
@@ -89,6 +101,7 @@ def build_manifest(bars: pd.DataFrame, rejected: pd.DataFrame, base: dict | None
     base = dict(base or {})
     per_symbol = bars.groupby("symbol", sort=True).size()
     counts = reason_counts(rejected)
+    hashes = symbol_hashes(bars)
     return {
         "sources": list(base.get("sources", [])),
         "symbols": [str(s) for s in per_symbol.index],
@@ -101,7 +114,8 @@ def build_manifest(bars: pd.DataFrame, rejected: pd.DataFrame, base: dict | None
         "rejected_total": int(sum(counts.values())),
         "synthetic": base.get("synthetic"),
         "quality": base.get("quality"),
-        "content_hash": content_hash(bars),
+        "symbol_hashes": hashes,
+        "content_hash": combine_hashes(hashes),
     }
 
 
@@ -123,7 +137,7 @@ def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, 
     with _writer_lock(root):
         for debris in root.glob(".tmp-*"):
             shutil.rmtree(debris, ignore_errors=True)
-        name = f"v-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
+        name = new_version_name()
         tmp = root / f".tmp-{name}"
         tmp.mkdir()
         try:
@@ -142,9 +156,142 @@ def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, 
     return root / name
 
 
+@dataclass
+class AppendPlan:
+    """What an append changes, planned on the version it is applied to (see :func:`append_market_data`).
+
+    ``histories`` holds the whole new history of every symbol the append touches; ``extended`` the ones among them
+    whose stored bars stay exactly as they were, with the number of bars added after them.
+    """
+
+    histories: dict[str, pd.DataFrame]
+    extended: dict[str, int]
+    rejected: pd.DataFrame  # the append's rejected rows, added to the version's
+    sources: list[str]
+    quality: dict | None  # the new version's whole quality report
+    summary: dict  # the append's own counts, stored as the manifest's ``append``
+    unchanged: bool = False  # nothing to publish: the append repeats what is stored
+    manifest: dict = field(default_factory=dict)  # filled in by append_market_data
+
+
+def new_version_name() -> str:
+    return f"v-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
+
+
+def append_market_data(storage: str, plan: Callable[[fs.Location, dict], AppendPlan]) -> tuple[fs.Location | None, AppendPlan]:
+    """Publish ``plan(current version directory, its manifest)`` as a new version; (its directory, the plan).
+
+    The plan is made while holding the writer lock, on the version that is current then, so an append never
+    builds on a version another writer is replacing. When the plan finds nothing new, nothing is published and
+    the directory is None. Untouched symbols' files are linked, not rewritten (see the module docstring).
+    """
+    root = market_dir(storage)
+    if fs.is_remote(root):
+        previous = current_version_dir(storage)
+        return _append(storage, root, previous, plan, fs.join(root, new_version_name()))
+    with _writer_lock(root):
+        for debris in root.glob(".tmp-*"):
+            shutil.rmtree(debris, ignore_errors=True)
+        previous = current_version_dir(storage)
+        name = new_version_name()
+        tmp = root / f".tmp-{name}"
+        tmp.mkdir()
+        try:
+            _, planned = _append(storage, root, previous, plan, tmp)
+            if planned.unchanged:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return None, planned
+            os.rename(tmp, root / name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(root)
+        _switch_current(root, name)
+        keep = {name, previous.name, *referenced_versions(storage, "market")}
+        for old in root.glob("v-*"):
+            if old.is_dir() and old.name not in keep:
+                shutil.rmtree(old, ignore_errors=True)
+    return root / name, planned
+
+
+def _append(
+    storage: str, root: fs.Location, previous: fs.Location, plan: Callable, out: fs.Location
+) -> tuple[fs.Location | None, AppendPlan]:
+    old = json.loads(fs.read_text(fs.join(previous, MANIFEST)))
+    planned = plan(previous, old)
+    if planned.unchanged:
+        return None, planned
+    symbols = sorted(set(_symbols(previous)) | set(planned.histories))
+    hashes = dict(old.get("symbol_hashes") or {})
+    rows = dict(old["rows_per_symbol"])
+    tag = fs.name(out).removeprefix(".tmp-")
+    for symbol in symbols:
+        src, dst = fs.join(previous, symbol_dir_name(symbol)), fs.join(out, symbol_dir_name(symbol))
+        fs.makedirs(dst)
+        history = planned.histories.get(symbol)
+        files = _symbol_files(src) if fs.is_dir(src) else []
+        if history is None:  # untouched: the same files
+            for f in files:
+                _link(fs.join(src, f), fs.join(dst, f))
+            if symbol not in hashes:  # a manifest written before per-symbol hashes
+                hashes |= symbol_hashes(read_symbol_bars(previous, symbol))
+            continue
+        history = canonical_bars(history, check=False)
+        added = planned.extended.get(symbol)
+        if added is not None and files and len(files) < MAX_FILES_PER_SYMBOL:
+            for f in files:
+                _link(fs.join(src, f), fs.join(dst, f))
+            if added:
+                _write_parquet(_to_arrow(history.iloc[-added:], BAR_SCHEMA), fs.join(dst, f"{APPENDED_PREFIX}{tag}.parquet"))
+        else:
+            _write_parquet(_to_arrow(history, BAR_SCHEMA), fs.join(dst, DATA_FILE))
+        hashes |= symbol_hashes(history)
+        rows[symbol] = len(history)
+    previous_rejected = _read_table(fs.join(previous, REJECTED)).to_pandas()
+    new_rejected = planned.rejected.reindex(columns=list(REJECTED_COLUMNS))
+    rejected = pd.concat([previous_rejected, new_rejected], ignore_index=True) if len(new_rejected) else previous_rejected
+    _write_parquet(_to_arrow(rejected, REJECTED_SCHEMA), fs.join(out, REJECTED))
+    firsts = [planned.histories[s]["date"].min() for s in planned.histories if len(planned.histories[s])]
+    lasts = [planned.histories[s]["date"].max() for s in planned.histories if len(planned.histories[s])]
+    counts = reason_counts(rejected)
+    manifest = {
+        "sources": list(dict.fromkeys([*old.get("sources", []), *planned.sources])),
+        "symbols": symbols,
+        "n_symbols": len(symbols),
+        # per-symbol ranges are not stored: an append that cuts a symbol's start leaves date_min as it was
+        "date_min": min([old["date_min"], *(d.date().isoformat() for d in firsts)]),
+        "date_max": max([old["date_max"], *(d.date().isoformat() for d in lasts)]),
+        "rows": int(sum(rows[s] for s in symbols)),
+        "rows_per_symbol": {s: int(rows[s]) for s in symbols},
+        "rejected": counts,
+        "rejected_total": int(sum(counts.values())),
+        "synthetic": old.get("synthetic"),
+        "quality": planned.quality,
+        "symbol_hashes": {s: hashes[s] for s in symbols},
+        "content_hash": combine_hashes({s: hashes[s] for s in symbols}),
+        "append": planned.summary | {"previous_version": fs.name(previous)},
+    }
+    fs.write_text(fs.join(out, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if not fs.is_remote(out):
+        _fsync_dir(out)
+    else:  # the CURRENT PUT publishes it (see the module docstring)
+        fs.write_text(fs.join(root, CURRENT), fs.name(out) + "\n")
+    planned.manifest = manifest
+    return out, planned
+
+
+def _link(src: fs.Location, dst: fs.Location) -> None:
+    """``dst`` holding the same bytes as ``src`` without writing them: a hard link, or a server-side copy."""
+    if fs.is_remote(src):
+        filesystem, inner = fs.resolve(src)
+        filesystem.copy_file(inner, fs.resolve(dst)[1])
+        return
+    os.link(src, dst)
+
+
 def _write_remote(root: str, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict, referenced: set[str]) -> str:
     # See the module docstring: no rename on an object store, the CURRENT PUT is the publication.
-    name = f"v-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
+    name = new_version_name()
     try:
         _write_version(fs.join(root, name), bars, rejected, manifest)
     except BaseException:
@@ -242,7 +389,8 @@ def list_symbols(storage: str) -> list[str]:
 
 
 def symbol_file(storage: str, symbol: str) -> fs.Location:
-    """The Parquet file holding ``symbol``'s bars in the current version (KeyError for an unknown symbol)."""
+    """The Parquet file holding ``symbol``'s bars as the full ingest wrote them (KeyError for an unknown symbol); an
+    append may have added more files beside it: :func:`read_symbol_bars` reads them all."""
     path = fs.join(current_version_dir(storage), symbol_dir_name(symbol), DATA_FILE)
     if not fs.is_file(path):
         raise KeyError(f"no market data for symbol {symbol!r}; available: {', '.join(list_symbols(storage))}")
@@ -259,9 +407,30 @@ def read_bars(storage: str, symbols: list[str] | None = None) -> pd.DataFrame:
         raise KeyError(f"no market data for symbol(s) {', '.join(unknown)}; available: {', '.join(available)}")
     if not wanted:
         return empty_bars()
-    # Read file by file: pyarrow would otherwise parse 'symbol=' in the path as a second symbol column.
-    tables = [_read_table(fs.join(version, symbol_dir_name(s), DATA_FILE)) for s in wanted]
+    tables = [read_symbol_table(version, s) for s in wanted]
     return canonical_bars(pa.concat_tables(tables).to_pandas(), check=False)
+
+
+def _symbol_files(symbol_dir: fs.Location) -> list[str]:
+    """The Parquet files of one symbol's directory: ``data.parquet`` first, then the appended ones in order."""
+    names = [n for n in fs.list_names(symbol_dir) if n.endswith(".parquet") and not n.startswith(".")]
+    return sorted(names, key=lambda n: (n != DATA_FILE, n))
+
+
+def read_symbol_table(version: fs.Location, symbol: str) -> pa.Table:
+    """One symbol's bars in ``version`` as an Arrow table sorted by date (all of its files; see the docstring)."""
+    directory = fs.join(version, symbol_dir_name(symbol))
+    # Read file by file: pyarrow would otherwise parse 'symbol=' in the path as a second symbol column.
+    tables = [_read_table(fs.join(directory, name)) for name in _symbol_files(directory)]
+    if not tables:
+        raise FileNotFoundError(f"no bars for {symbol!r} in {fs.display(version)}")
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    return table if len(tables) == 1 else table.sort_by("date")
+
+
+def read_symbol_bars(version: fs.Location, symbol: str) -> pd.DataFrame:
+    """:func:`read_symbol_table` as a canonical bars frame."""
+    return canonical_bars(read_symbol_table(version, symbol).to_pandas(), check=False)
 
 
 def read_manifest(storage: str) -> dict:
@@ -280,6 +449,8 @@ def _read_table(path: fs.Location) -> pa.Table:
 
 
 __all__ = [
+    "AppendPlan",
+    "append_market_data",
     "build_manifest",
     "current_version_dir",
     "list_symbols",
@@ -287,6 +458,8 @@ __all__ = [
     "read_bars",
     "read_manifest",
     "read_rejected",
+    "read_symbol_bars",
+    "read_symbol_table",
     "symbol_dir_name",
     "symbol_file",
     "symbol_from_dir_name",

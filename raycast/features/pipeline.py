@@ -37,27 +37,45 @@ from raycast.storage import new_version_dir, publish
 
 SKIP_COLUMN = "skip_reason"
 """Set on the one placeholder row a symbol that could not be featurized emits; the sink counts and drops it."""
+PENDING_COLUMN = "label_pending"
+"""True on the rows among a symbol's last label-span bars (their label waits for later bars); the sink writes them
+to a file of their own and drops the column."""
 
 
-def featurize_symbols(batch: pd.DataFrame, market_dir: str, features: list[str], **label) -> pd.DataFrame:
+def featurize_symbols(
+    batch: pd.DataFrame,
+    market_dir: str,
+    features: list[str],
+    pending_span: int | None = None,
+    start_t: dict[str, int] | None = None,
+    **label,
+) -> pd.DataFrame:
     """Ray Data batch function: symbol names in, their feature rows out (whole symbols, date-sorted).
 
     A symbol whose features cannot be computed does not fail the task (and with it the job): it emits a
     placeholder row naming the reason, so the stage finishes and reports it. ``label`` holds the label settings
-    of :func:`compute_symbol_features`.
+    of :func:`compute_symbol_features`. With ``pending_span`` the rows of the last that many bars are marked in
+    :data:`PENDING_COLUMN`; with ``start_t`` only a symbol's rows from that bar number on are returned (an
+    incremental build: the indicators still run over the whole history, see :mod:`raycast.features.incremental`).
     """
+    from raycast.data.store import read_symbol_bars
+
     frames = []
     for symbol in batch["symbol"]:
         try:
-            filesystem, path = _bars_file(market_dir, symbol)
-            bars = pd.read_parquet(path, filesystem=filesystem)
-            bars["symbol"] = symbol
+            bars = read_symbol_bars(market_dir, symbol)  # every file of the symbol (an append adds some)
             rows = compute_symbol_features(bars, features=features, **label)
             reason = None if len(rows) else "no complete feature row (an indicator is undefined on every bar)"
+            if pending_span is not None:
+                rows[PENDING_COLUMN] = rows["t"].to_numpy() >= len(bars) - pending_span
+            if start_t is not None and reason is None:
+                rows = rows[rows["t"].to_numpy() >= start_t.get(symbol, 0)].reset_index(drop=True)
         except Exception as err:  # noqa: BLE001 - any failure is this symbol's, reported with its name
             rows, reason = None, f"features failed: {type(err).__name__}: {err}"
         if reason is not None:
             rows = _placeholder(symbol, features)
+            if pending_span is not None:
+                rows[PENDING_COLUMN] = False
         frames.append(rows.assign(**{SKIP_COLUMN: reason}))
     return pd.concat(frames, ignore_index=True)
 
@@ -67,12 +85,6 @@ def _placeholder(symbol: str, features: list[str]) -> pd.DataFrame:
     empty = compute_symbol_features(pd.DataFrame(columns=["date", "open", "high", "low", "close", "volume"]), features=features)
     row = empty.reindex([0])  # one all-missing row: floats NaN, the date NaT
     return row.assign(symbol=symbol, t=np.int32(-1)).astype(empty.dtypes.to_dict() | {"symbol": "str"})
-
-
-def _bars_file(market_dir: str, symbol: str):
-    from raycast.data.store import DATA_FILE, symbol_dir_name
-
-    return fs.resolve(fs.join(market_dir, symbol_dir_name(symbol), DATA_FILE))
 
 
 # Each Ray Data task costs a few hundred milliseconds of scheduling and hand-over beyond its work, so tasks
@@ -140,7 +152,8 @@ def build_features(cfg: RaycastConfig) -> dict:
     fc = cfg.features
     names = check_feature_names(fc.features)
     market_dir = current_version_dir(cfg.storage)  # resolved once: a concurrent ingest cannot mix versions
-    bars_per_symbol = json.loads(fs.read_text(fs.join(market_dir, MANIFEST)))["rows_per_symbol"]
+    market_manifest = json.loads(fs.read_text(fs.join(market_dir, MANIFEST)))
+    bars_per_symbol = market_manifest["rows_per_symbol"]
     need = fc.min_history_bars or min_history_bars(fc.window, fc.horizon, fc.label_delay)
     symbols, skipped = plan_symbols(bars_per_symbol, need)
     if not symbols:
@@ -154,7 +167,7 @@ def build_features(cfg: RaycastConfig) -> dict:
     out_dir = new_version_dir(features_base(cfg.storage))
     rows_dir = fs.join(out_dir, ROWS_DIR)
     fs.makedirs(rows_dir)
-    sink = FeatureRowsSink(str(rows_dir), names, fc.normalization, SKIP_COLUMN)
+    sink = FeatureRowsSink(str(rows_dir), names, fc.normalization, SKIP_COLUMN, PENDING_COLUMN)
     per_task = fc.symbols_per_task or auto_symbols_per_task(len(symbols), ray.cluster_resources().get("CPU", 1))
     label = {"horizon": fc.horizon, "label_delay": fc.label_delay, "max_label_gap_days": fc.max_label_gap_days}
     # One fused operator (featurize + write) has no other operator to reserve resources from; with reservation
@@ -165,7 +178,7 @@ def build_features(cfg: RaycastConfig) -> dict:
         ds = ray.data.from_items([{"symbol": s} for s in symbols], override_num_blocks=math.ceil(len(symbols) / per_task))
         ds = ds.map_batches(
             featurize_symbols,
-            fn_kwargs={"market_dir": str(market_dir), "features": names, **label},
+            fn_kwargs={"market_dir": str(market_dir), "features": names, "pending_span": fc.label_delay + fc.horizon, **label},
             # One block, one task. A batch size would bundle blocks up to it: 83-symbol blocks with a batch size of
             # 84 ran as 166-symbol tasks, half as many as planned.
             batch_size=None,
@@ -208,6 +221,9 @@ def build_features(cfg: RaycastConfig) -> dict:
         "split": split.to_json(),
         "walk_forward": folds,
         "normalizer": normalizer.to_json(),
+        # what an incremental build compares the next market version with (raycast.features.incremental)
+        "bars_per_symbol": bars_per_symbol,
+        "market_hashes": market_manifest.get("symbol_hashes"),
     }
     fs.write_text(fs.join(out_dir, "meta.json"), json.dumps(meta, indent=2))
     publish(features_base(cfg.storage), out_dir, protected=referenced_versions(cfg.storage, "features"))

@@ -20,12 +20,24 @@ from raycast import fs
 from raycast.features.normalize import partial_stats
 
 
+PENDING_PREFIX = "pending-"
+"""File name prefix of the rows whose label waits for later bars."""
+
+
 class FeatureRowsSink(Datasink):
     """Writes each write task's feature rows as one Parquet file and returns their per-date statistics."""
 
-    def __init__(self, rows_dir: str, features: list[str], normalization: str, skip_column: str):
+    def __init__(
+        self,
+        rows_dir: str,
+        features: list[str],
+        normalization: str,
+        skip_column: str,
+        pending_column: str | None = None,
+        prefix: str = "part",
+    ):
         self.rows_dir, self.features, self.normalization = rows_dir, features, normalization
-        self.skip_column = skip_column
+        self.skip_column, self.pending_column, self.prefix = skip_column, pending_column, prefix
         # set on the driver once every task has written
         self.stats: pd.DataFrame | None = None
         self.rows_per_symbol: dict[str, int] = {}
@@ -46,11 +58,23 @@ class FeatureRowsSink(Datasink):
             table = table.filter(pc.invert(placeholder)).drop_columns([self.skip_column])
         if table.num_rows == 0:
             return {"stats": empty, "rows": {}, "skipped": skipped}
-        filesystem, path = fs.resolve(fs.join(self.rows_dir, f"part-{ctx.task_idx:05d}.parquet"))
-        # Dictionary-encode the symbol only: pyarrow's default tries it on every float column too, which made the
-        # write 5x slower and the file 45% larger for these never-repeating values. A retried task rewrites the
-        # same file.
-        pq.write_table(table, path, filesystem=filesystem, use_dictionary=["symbol"])
+        # Rows whose label is still pending (the last label-span bars of a symbol) go to a file of their own: an
+        # incremental build replaces them once later bars arrive, and links the files of settled rows unchanged.
+        parts = {f"{self.prefix}-{ctx.task_idx:05d}.parquet": table}
+        if self.pending_column and self.pending_column in table.column_names:
+            pending = table.column(self.pending_column)
+            settled = table.filter(pc.invert(pending)).drop_columns([self.pending_column])
+            parts = {f"{self.prefix}-{ctx.task_idx:05d}.parquet": settled,
+                     f"{PENDING_PREFIX}{self.prefix}-{ctx.task_idx:05d}.parquet": table.filter(pending).drop_columns([self.pending_column])}  # fmt: skip
+            table = table.drop_columns([self.pending_column])
+        for name, part in parts.items():
+            if part.num_rows == 0:
+                continue
+            filesystem, path = fs.resolve(fs.join(self.rows_dir, name))
+            # Dictionary-encode the symbol only: pyarrow's default tries it on every float column too, which made
+            # the write 5x slower and the file 45% larger for these never-repeating values. A retried task rewrites
+            # the same file.
+            pq.write_table(part, path, filesystem=filesystem, use_dictionary=["symbol"])
         counts = pc.value_counts(table.column("symbol")).to_pylist()
         rows = {str(c["values"]): int(c["counts"]) for c in counts}
         return {"stats": partial_stats(table, self.features, self.normalization), "rows": rows, "skipped": skipped}
