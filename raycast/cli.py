@@ -24,11 +24,32 @@ StorageOpt = Annotated[str | None, typer.Option(help="Storage location for data,
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override any key: --set train.epochs=3 (repeatable).")]
 
 
+_console = {"verbose": False, "command": "raycast"}  # set by the options before the command, read by _load
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Ray's own output on the console (else only in the log file).")
+    ] = False,
+) -> None:
+    """Train and serve next-day-return models over many tickers on Ray."""
+    _console.update(verbose=verbose, command=ctx.invoked_subcommand or "raycast")
+
+
 def _load(config: Path | None, sets: list[str] | None, **overrides: Any) -> RaycastConfig:
+    from raycast.console import logs
+
     try:
-        return load_config(config, {**parse_overrides(sets), **overrides})
+        # an option left unset (None) must not erase a --set of the same key
+        given = {key: value for key, value in overrides.items() if value is not None}
+        cfg = load_config(config, {**parse_overrides(sets), **given})
     except ConfigError as err:
         _fail(str(err))
+    # Ray's output goes to <storage>/logs/<time>-<command>.log once Ray starts (see raycast.console.logs)
+    logs.configure(cfg.storage, _console["command"], _console["verbose"])
+    return cfg
 
 
 def _fail(message: str) -> None:

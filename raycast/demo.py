@@ -19,8 +19,11 @@ def _stage(name: str):
     return time.perf_counter()
 
 
-def run_demo(config: str, overrides: dict | None = None) -> dict:
-    """Run every stage; returns what was produced (report path, model version, the HTTP answer)."""
+def run_demo(config: str, overrides: dict | None = None, verbose: bool = False) -> dict:
+    """Run every stage; returns what was produced (report path, model version, the HTTP answer).
+
+    Ray's own output goes to a log file under the storage's ``logs/`` unless ``verbose``.
+    """
     import httpx
     import ray
     from ray import serve
@@ -28,8 +31,11 @@ def run_demo(config: str, overrides: dict | None = None) -> dict:
     from raycast.runtime import init_ray
     from raycast.pipeline import run_pipeline
 
+    from raycast.console import logs
+
     cfg = load_config(config, overrides)
     started = time.perf_counter()
+    logs.configure(cfg.storage, "demo", verbose)
     init_ray(cfg.ray)
     t = _stage("ingest, features, train, evaluate")
     summary = run_pipeline(cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(
@@ -40,11 +46,13 @@ def run_demo(config: str, overrides: dict | None = None) -> dict:
     from raycast.tune.search import run_search
 
     tuned = run_search(cfg, None)
-    print(f"[demo] tune done in {time.perf_counter() - t:.0f} s: {json.dumps(tuned, default=str)[:400]}", flush=True)
+    best = f"{tuned['metric']} {tuned['best_score']:+.4f} with {json.dumps(tuned['best_params'], default=str)}"
+    print(f"[demo] tune done in {time.perf_counter() - t:.0f} s: best {best}", flush=True)
 
     t = _stage("serve and query")
     from raycast.serve.run import start_app
 
+    logs.capture_ray_output()  # Serve sets up its driver-side logger when it starts: its INFO lines go to the file
     start_app(cfg)
     url = f"http://{cfg.serve.host}:{cfg.serve.port}"
     headers = {"X-API-Key": cfg.serve.api_key} if cfg.serve.api_key else {}
@@ -67,12 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "-c", default="configs/demo.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show Ray's own output on the console")
     return parser
 
 
 def main() -> None:
     args = build_parser().parse_args()
-    run_demo(args.config, parse_overrides(args.set))
+    run_demo(args.config, parse_overrides(args.set), args.verbose)
 
 
 if __name__ == "__main__":

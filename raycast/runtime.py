@@ -20,17 +20,25 @@ def slots_leaving_a_cpu(per_slot: float) -> tuple[int, float]:
 
 
 def init_ray(cfg: RayConfig | None = None) -> None:
-    """Start or join Ray once per process. Inside ``ray job submit`` the job's cluster is joined."""
+    """Start or join Ray once per process. Inside ``ray job submit`` the job's cluster is joined.
+
+    Where Ray's own output goes (a log file, or the console with ``--verbose``): :mod:`raycast.console.logs`.
+    """
     import ray
     import ray.data
 
+    from raycast.console import logs
+
     cfg = cfg or RayConfig()
+    logs.capture_ray_output()  # before ray.init for what it logs itself; again for loggers Ray created since
     if ray.is_initialized():
         ray.data.DataContext.get_current().enable_progress_bars = cfg.data_progress_bars
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict = {"include_dashboard": False, "logging_level": "WARNING"}
+    # Ray's INFO lines only when they go to the log file, not to the console
+    kwargs: dict = {"include_dashboard": False, "logging_level": "INFO" if logs.quiet() else "WARNING"}
     if address is None and cfg.num_cpus is not None:
         kwargs["num_cpus"] = cfg.num_cpus
     ray.init(address=address, **kwargs)
+    logs.capture_ray_output()  # the driver's printer of worker output exists from here on
     ray.data.DataContext.get_current().enable_progress_bars = cfg.data_progress_bars

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -136,7 +137,15 @@ def test_pipeline_job_submitted_to_a_ray_head(ray_head, tmp_path):
             break
         time.sleep(5)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "succeeded" in (done.stdout + done.stderr).lower()
+    printed = done.stdout + done.stderr
+    assert "succeeded" in printed.lower()
+    # the job's log reads as raycast's: one progress line per epoch and per trial, while the Train controller's
+    # lines (forwarded from its actor) are in the log file the job names, not in the job's output
+    assert len(re.findall(r"\[raycast\] cnn\s+epoch 1/1 ", printed)) == 1, printed[-3000:]
+    assert len(re.findall(r"\[raycast\] tune\s+\d/2 trials", printed)) == 2, printed[-3000:]
+    assert "TrainController" not in printed and "TrainingReport" not in printed, printed[-3000:]
+    (log,) = re.findall(r"\[raycast\] Ray's own log: (\S+)", printed)
+    assert Path(log).parent == storage / "logs" and "TrainController" in Path(log).read_text()
     # the job's outputs: a feature dataset, a registry entry and a report
     from raycast.features.store import current_features_dir, load_meta
     from raycast.registry import list_versions

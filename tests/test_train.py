@@ -119,12 +119,18 @@ def test_registry_round_trip_reproduces_predictions_exactly(planted):
     assert spec["code_version"] and spec["metrics"]["test"]["ensemble"]["ic"] is not None
 
 
-def test_null_universe_shows_no_skill(tmp_path):
-    """The leakage canary: with nothing to predict, every model's test IC must be indistinguishable from 0."""
+def test_null_universe_shows_no_skill(tmp_path, capsys):
+    """The leakage canary: with nothing to predict, every model's test IC must be indistinguishable from 0.
+
+    Its training run also shows the progress a person reads when stdout is not a terminal: one line per epoch.
+    """
     # Fewer steps than the planted run: a leak of future returns shows up in the first steps (and in the ridge).
     # One base model: a leak lives in the data path (features, splits, normalization, the ensemble's period),
     # which every model shares; the architectures only ever see the window they are given.
-    cfg, manifest, _, metrics = _pipeline(tmp_path, strength=0.0, epochs=2, max_steps_per_epoch=60, models=["cnn"])
+    cfg, manifest, trained, metrics = _pipeline(
+        tmp_path, strength=0.0, epochs=2, max_steps_per_epoch=60, models=["cnn"]
+    )
+    _check_progress_lines(capsys.readouterr().out, "cnn", trained.fits["cnn"].history, epochs=2)
     assert manifest["synthetic"]["oracle_ic"] == 0.0
     test = metrics["test"]
     assert {"cnn", "ensemble", "ridge", "momentum"} <= set(test)
@@ -136,6 +142,20 @@ def test_null_universe_shows_no_skill(tmp_path):
         # future returns into the features would give IC far above this.
         threshold = 4.0 * m["ic_std"] / np.sqrt(m["n_dates"])
         assert abs(m["ic"]) < threshold, f"{name} shows skill on the null universe: IC {m['ic']:.4f} > {threshold:.4f}"
+
+
+def _check_progress_lines(printed: str, model: str, history: list[dict], epochs: int) -> None:
+    """One plain line per epoch of ``model``, each with what the workers reported for that epoch (``history``)."""
+    import re
+
+    lines = [ln for ln in printed.splitlines() if re.match(rf"\[raycast\] {model}\s+epoch ", ln)]
+    assert len(lines) == len(history), printed[-3000:]
+    for line, h in zip(lines, history, strict=True):
+        k, steps = h["epoch"] + 1, h["steps"]
+        assert f"epoch {k}/{epochs}  step {k * steps}/{epochs * steps}  loss {h['train_loss']:.4f}" in line, line
+        assert f"val IC {h['val_ic']:+.4f}  Rank IC {h['val_rank_ic']:+.4f}" in line, line
+        assert f"{h['samples_per_s']:,.0f} samples/s" in line, line
+        assert line.endswith("done") if k == epochs else re.search(r"ETA \d+:\d\d$", line), line
 
 
 def _checkpoint_epochs(path) -> list[int]:

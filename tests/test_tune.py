@@ -105,13 +105,23 @@ def store(ray_session, tmp_path_factory):
     return cfg
 
 
+PRINTED: dict[str, str] = {}  # what a search printed, by fixture (stdout is not a terminal: plain progress lines)
+
+
 @pytest.fixture(scope="module")
 def lstm_search(store):
     """6 LSTM trials under ASHA, one at a time (so every trial after the first meets a filled rung)."""
+    import contextlib
+    import io
+
     from raycast.tune.search import run_search
 
     cfg = with_tune(store, num_samples=6, max_concurrent_trials=1)
-    return cfg, run_search(cfg)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        out = run_search(cfg)
+    PRINTED["lstm_search"] = printed.getvalue()
+    return cfg, out
 
 
 def test_search_completes_and_asha_stops_trials(lstm_search):
@@ -124,6 +134,14 @@ def test_search_completes_and_asha_stops_trials(lstm_search):
     # cannot stop a 3-epoch trial, so a trial with fewer epochs was stopped by ASHA.
     assert any(e < EPOCHS for e in epochs.values()) and any(e == EPOCHS for e in epochs.values()), epochs
     assert out["stopped_early"] == sum(e < EPOCHS for e in epochs.values())
+    # the progress a person read: one line per finished trial, the last one with the counts and the best score
+    lines = [ln for ln in PRINTED["lstm_search"].splitlines() if ln.startswith("[raycast] tune ")]
+    assert len(lines) == 6, PRINTED["lstm_search"][-3000:]
+    stopped = sum(e < EPOCHS for e in epochs.values())
+    best = max(report["score"] for r in reports.values() for report in r)
+    assert lines[-1].split(None, 2)[2] == (
+        f"6/6 trials: 0 running, 6 finished ({stopped} stopped by ASHA)  best val_rank_ic {best:+.4f}"
+    ), lines
     # the winner is the trial whose last report scores best (val_rank_ic, maximized): its params and its score
     last = {name: r[-1]["score"] for name, r in reports.items()}
     winner = max(last, key=last.get)

@@ -46,6 +46,7 @@ def featurize_symbols(
     batch: pd.DataFrame,
     market_dir: str,
     features: list[str],
+    progress=None,
     pending_span: int | None = None,
     start_t: dict[str, int] | None = None,
     **label,
@@ -54,13 +55,14 @@ def featurize_symbols(
 
     A symbol whose features cannot be computed does not fail the task (and with it the job): it emits a
     placeholder row naming the reason, so the stage finishes and reports it. ``label`` holds the label settings
-    of :func:`compute_symbol_features`. With ``pending_span`` the rows of the last that many bars are marked in
-    :data:`PENDING_COLUMN`; with ``start_t`` only a symbol's rows from that bar number on are returned (an
-    incremental build: the indicators still run over the whole history, see :mod:`raycast.features.incremental`).
+    of :func:`compute_symbol_features`. ``progress`` is the driver's progress board: each symbol done is counted
+    there. With ``pending_span`` the rows of the last that many bars are marked in :data:`PENDING_COLUMN`; with
+    ``start_t`` only a symbol's rows from that bar number on are returned (an incremental build: the indicators
+    still run over the whole history, see :mod:`raycast.features.incremental`).
     """
     from raycast.data.store import read_symbol_bars
 
-    frames = []
+    frames, counted = [], None
     for symbol in batch["symbol"]:
         try:
             bars = read_symbol_bars(market_dir, symbol)  # every file of the symbol (an append adds some)
@@ -77,6 +79,12 @@ def featurize_symbols(
             if pending_span is not None:
                 rows[PENDING_COLUMN] = False
         frames.append(rows.assign(**{SKIP_COLUMN: reason}))
+        if progress is not None:
+            counted = progress.push.remote("features", {"kind": "features", "advance": 1})
+    if counted is not None:  # the board has this task's count before the stage can end
+        import ray
+
+        ray.get(counted)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -146,6 +154,7 @@ def build_features(cfg: RaycastConfig) -> dict:
 
     from raycast.data.store import MANIFEST, current_version_dir
     from raycast.data.errors import DataError
+    from raycast.console import progress
     from raycast.features.sink import FeatureRowsSink
     from raycast.runtime import init_ray
 
@@ -175,17 +184,21 @@ def build_features(cfg: RaycastConfig) -> dict:
     context = ray.data.DataContext.get_current()
     reservation, context.op_resource_reservation_enabled = context.op_resource_reservation_enabled, False
     try:
-        ds = ray.data.from_items([{"symbol": s} for s in symbols], override_num_blocks=math.ceil(len(symbols) / per_task))
-        ds = ds.map_batches(
-            featurize_symbols,
-            fn_kwargs={"market_dir": str(market_dir), "features": names, "pending_span": fc.label_delay + fc.horizon, **label},
-            # One block, one task. A batch size would bundle blocks up to it: 83-symbol blocks with a batch size of
-            # 84 ran as 166-symbol tasks, half as many as planned.
-            batch_size=None,
-            batch_format="pandas",
-            num_cpus=fc.num_cpus_per_task,
-        )
-        ds.write_datasink(sink)
+        with progress.session() as shown:
+            shown.update("features", kind="features", label="features", total=len(symbols), done=0)
+            blocks = math.ceil(len(symbols) / per_task)
+            ds = ray.data.from_items([{"symbol": s} for s in symbols], override_num_blocks=blocks)
+            ds = ds.map_batches(
+                featurize_symbols,
+                fn_kwargs={"market_dir": str(market_dir), "features": names, "progress": shown.board(),
+                           "pending_span": fc.label_delay + fc.horizon, **label},  # fmt: skip
+                # One block, one task. A batch size would bundle blocks up to it: 83-symbol blocks with a batch
+                # size of 84 ran as 166-symbol tasks, half as many as planned.
+                batch_size=None,
+                batch_format="pandas",
+                num_cpus=fc.num_cpus_per_task,
+            )
+            ds.write_datasink(sink)
     finally:
         context.op_resource_reservation_enabled = reservation
 

@@ -272,6 +272,7 @@ def fit_epochs(
             "samples_per_s": windows * workers / max(train_seconds, 1e-9),
             "workers": workers,
             "train_windows": train_windows,
+            "steps": steps,  # optimizer steps per epoch (the same on every rank)
             "val_windows": len(val_ends),
             "replica_spread": _replica_spread(model, device),
         }

@@ -79,6 +79,8 @@ def fit_base_model(
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from raycast.console.callbacks import train_progress
+
     tc = cfg.train
     mean, std = target or target_stats(features_dir, split)
     job = TrainJob(
@@ -105,6 +107,7 @@ def fit_base_model(
                 num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute=tc.early_stop_metric, checkpoint_score_order=mode
             ),
             failure_config=FailureConfig(max_failures=tc.max_failures),
+            callbacks=train_progress(name, tc.epochs),  # each epoch's report to the driver's progress display
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),  # validation rows: read whole by every worker
@@ -148,16 +151,21 @@ def fit_base_models(
     target: tuple[float, float] | None = None,
 ) -> dict[str, FitResult]:
     """Fit every configured base model, one after another or concurrently (``train.concurrent``)."""
+    from raycast.console import progress
+
     target = target or target_stats(features_dir, split)
 
     def fit(name: str) -> FitResult:
         return fit_base_model(cfg, name, features_dir, split, normalizer, window, run_dir, target)
 
     at_once = concurrent_trainers(cfg)
-    if at_once > 1:
-        with ThreadPoolExecutor(at_once) as pool:
-            return dict(zip(cfg.train.models, pool.map(fit, cfg.train.models), strict=True))
-    return {name: fit(name) for name in cfg.train.models}
+    with progress.session() as shown:
+        for name in cfg.train.models:  # every model's row from the start, in the configured order
+            shown.update(name, kind="train", label=name, epochs=cfg.train.epochs, status="waiting")
+        if at_once > 1:
+            with ThreadPoolExecutor(at_once) as pool:
+                return dict(zip(cfg.train.models, pool.map(fit, cfg.train.models), strict=True))
+        return {name: fit(name) for name in cfg.train.models}
 
 
 def concurrent_trainers(cfg: RaycastConfig) -> int:

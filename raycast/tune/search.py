@@ -82,21 +82,34 @@ def build_trainable(cfg: RaycastConfig, out_dir: fs.Location):
 
 
 def build_tuner(
-    trainable, cfg: RaycastConfig, out_dir: fs.Location, name: str, param_space: dict, searching: bool, verbose: int = 1
-):
+    trainable, cfg: RaycastConfig, out_dir: fs.Location, name: str, param_space: dict, searching: bool,
+    verbose: int | None = None,
+):  # fmt: skip
     """A Tuner for experiment ``out_dir/name``: restored when it exists, else new (ASHA and the search
-    algorithm only when ``searching``; the seed re-runs are a plain grid)."""
+    algorithm only when ``searching``; the seed re-runs are a plain grid).
+
+    ``verbose`` is Tune's own console output: by default its trial table only when Ray's output is on the console
+    (``--verbose``); raycast's progress display (:class:`~raycast.console.callbacks.TuneProgress`) shows the trials
+    either way.
+    """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
+    from raycast.console import logs
+    from raycast.console.callbacks import TuneProgress
+
     tu = cfg.tune
+    verbose = (0 if logs.quiet() else 1) if verbose is None else verbose
     experiment = fs.ray_storage(fs.join(out_dir, name))
     path, filesystem = experiment["storage_path"], experiment.get("storage_filesystem")
     if tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         return tune.Tuner.restore(path, trainable, resume_errored=True, storage_filesystem=filesystem)
     mode = "min" if tu.metric == "val_loss" else "max"
-    if searching and tu.scheduler == "asha":
+    asha = searching and tu.scheduler == "asha"
+    label, noun, trials = ("tune", "trials", tu.num_samples) if searching else ("seeds", "seed runs", tu.seeds)
+    shown = TuneProgress(f"tune {name}", label, noun, trials, tu.max_epochs, tu.metric, mode, asha)
+    if asha:
         scheduler = ASHAScheduler(
             max_t=tu.max_epochs, grace_period=min(tu.grace_period, tu.max_epochs), reduction_factor=tu.reduction_factor
         )
@@ -128,6 +141,7 @@ def build_tuner(
             **fs.ray_storage(out_dir),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=verbose,  # 1: Tune's progress table of trials, their params and latest metrics
+            callbacks=[shown],
         ),
     )
 
@@ -161,6 +175,7 @@ def run_search(cfg: RaycastConfig, resume: str | None = None) -> dict:
     """
     from ray import tune
 
+    from raycast.console import progress
     from raycast.runtime import init_ray
 
     out_dir = resolve_resume(resume) if resume else None
@@ -181,7 +196,8 @@ def run_search(cfg: RaycastConfig, resume: str | None = None) -> dict:
     print(f"[raycast] tune {tu.model}: {plan} -> {fs.display(out_dir)}", flush=True)
 
     trainable = build_trainable(base, out_dir)
-    results = build_tuner(trainable, base, out_dir, SEARCH, to_tune_space(space), searching=True).fit()
+    with progress.session():
+        results = build_tuner(trainable, base, out_dir, SEARCH, to_tune_space(space), searching=True).fit()
     _check_complete(results, tu.num_samples, out_dir)
     trials = trials_frame(results, list(space), mode)
     ok = trials[trials["status"] == "ok"].dropna(subset=["score"])
@@ -193,7 +209,8 @@ def run_search(cfg: RaycastConfig, resume: str | None = None) -> dict:
 
     seeds = [base.train.seed + 1 + i for i in range(tu.seeds)]  # fresh seeds: the winner's own is luckiest
     seed_space = best_params | {"seed": tune.grid_search(seeds)}
-    seed_results = build_tuner(trainable, base, out_dir, SEEDS, seed_space, searching=False).fit()
+    with progress.session():
+        seed_results = build_tuner(trainable, base, out_dir, SEEDS, seed_space, searching=False).fit()
     _check_complete(seed_results, tu.seeds, out_dir)
     seed_trials = trials_frame(seed_results, ["seed"], mode).sort_values("seed")
     summary = seeds_summary(seed_trials)
