@@ -135,6 +135,7 @@ def train(
     workers: Annotated[int | None, typer.Option(help="Ray Train workers per model (DDP when > 1).")] = None,
     gpu: Annotated[bool | None, typer.Option("--gpu/--cpu", help="Train on CUDA workers.")] = None,
     evaluate: Annotated[bool, typer.Option(help="Evaluate and write the report after training.")] = True,
+    profile: Annotated[bool, typer.Option(help="Print where the stage's seconds went (also in the run's timeline.json).")] = False,
     set_: SetOpt = None,
 ) -> None:
     """Fit the base models with Ray Train, then the ensemble; register the result."""
@@ -142,6 +143,8 @@ def train(
 
     cfg = _load(config, set_, storage=storage, **{"train.epochs": epochs, "train.num_workers": workers, "train.use_gpu": gpu})
     trained = _run(run_train, cfg)
+    if profile:
+        typer.echo(trained.timeline.table())
     out = {"run_id": trained.run_id, "version": trained.version, "run_dir": fs.display(trained.run_dir)}
     if evaluate:
         from raycast.evaluate.evaluate import evaluate_version

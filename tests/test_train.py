@@ -251,3 +251,47 @@ def test_concurrent_trainers_leave_a_cpu_for_their_data(tmp_path, cpus_per_worke
                                         "cpus_per_worker": cpus_per_worker})  # fmt: skip
     assert concurrent_trainers(cfg) == expected
     assert concurrent_trainers(cfg.model_copy(update={"train": cfg.train.model_copy(update={"concurrent": False})})) == 1
+
+
+def test_the_timeline_accounts_for_the_stage_in_order(tmp_path):
+    """Two base models in turn in one trainer: the run directory's timeline has every phase, in order, end to end."""
+    import json
+
+    from raycast import fs
+    from raycast.train.timeline import TIMELINE_FILE
+
+    cfg = small_config(tmp_path, train={"models": ["cnn", "lstm"], "epochs": 2, "max_steps_per_epoch": 5})
+    ingest(cfg)
+    build_features(cfg)
+    trained = train(cfg)
+    saved = json.loads(fs.read_text(fs.join(trained.run_dir, TIMELINE_FILE)))
+    timeline = trained.timeline
+    assert saved["wall_s"] == pytest.approx(timeline.wall_s) and len(saved["phases"]) == len(timeline.phases)
+
+    stage = timeline.of("stage")
+    assert [p.name for p in stage] == ["ray, run directory", "target stats, stacking periods", "base models",
+                                       "ensemble", "registry"]  # fmt: skip
+    for before, after in zip(stage, stage[1:], strict=False):
+        assert before.end <= after.start + 1e-3, (before, after)
+    # the stage's own phases leave nothing of its wall time out but the few prints between them
+    assert sum(p.seconds for p in stage) == pytest.approx(timeline.wall_s, rel=0.02, abs=0.2)
+
+    assert timeline.trainers() == ["cnn+lstm"]  # one trainer, one worker group for both models
+    phases = timeline.of("cnn+lstm")
+    names = [p.name for p in phases]
+    expected = ["trainer setup (driver)", "worker group start", "shard pull", "validation read", "feature blocks",
+                "cnn setup",
+                "cnn epoch 0 train", "cnn epoch 0 validation", "cnn epoch 0 checkpoint", "cnn epoch 1 train",
+                "lstm setup", "lstm epoch 1 checkpoint", "finish (last commit, worker group shutdown)",
+                "best weights (driver)"]  # fmt: skip
+    assert all(n in names for n in expected), names
+    assert [names.index(n) for n in expected] == sorted(names.index(n) for n in expected), names
+    for before, after in zip(phases, phases[1:], strict=False):  # consecutive: each starts where the last ended
+        assert after.start == pytest.approx(before.end, abs=1e-3), (before, after)
+    base_models = next(p for p in stage if p.name == "base models")
+    assert base_models.start <= phases[0].start and phases[-1].end <= base_models.end + 1e-3
+    assert sum(p.seconds for p in phases) == pytest.approx(base_models.seconds, rel=0.05, abs=0.5)
+    # the loop's seconds are the ones its history reports
+    history = sum(h["train_seconds"] + h["val_seconds"] for f in trained.fits.values() for h in f.history)
+    assert timeline.in_loop_s() == pytest.approx(history, rel=0.05, abs=0.1)
+    assert "shard pull" in timeline.table() and "wall / in-loop" in timeline.table()

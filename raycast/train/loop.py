@@ -43,6 +43,7 @@ class TrainJob(BaseModel):
     target_mean: float
     target_std: float
     features_dir: str | None = Field(None, description="where a Ray Train worker reads the validation rows")
+    timeline_dir: str | None = Field(None, description="where the rank-0 worker writes its phases' timestamps")
 
 
 def validation_frame(features_dir: str, split: Split, window: int) -> pd.DataFrame:
@@ -170,8 +171,8 @@ def load_state(directory: str | Path, device) -> dict:
 
 def fit_epochs(
     job: TrainJob,
-    train_frame: pd.DataFrame,
-    val_frame: pd.DataFrame,
+    train_frame: pd.DataFrame | FeatureBlocks,
+    val_frame: pd.DataFrame | FeatureBlocks,
     device,
     state: dict | None = None,
     rank: int = 0,
@@ -193,8 +194,9 @@ def fit_epochs(
     split = Split.from_json(job.split)
     normalizer = Normalizer.from_json(job.normalizer)
 
-    train_blocks = FeatureBlocks(train_frame, normalizer, job.window)
-    val_blocks = FeatureBlocks(val_frame, normalizer, job.window)
+    # blocks built by the caller are shared by the models it fits in turn (same rows, normalizer and window)
+    train_blocks = train_frame if isinstance(train_frame, FeatureBlocks) else FeatureBlocks(train_frame, normalizer, job.window)
+    val_blocks = val_frame if isinstance(val_frame, FeatureBlocks) else FeatureBlocks(val_frame, normalizer, job.window)
     train_ends, val_ends = train_blocks.ends(split.train), val_blocks.ends(split.val)
     x_train = torch.as_tensor(train_blocks.x, device=device)
     y_train = torch.as_tensor(training_labels(job, train_blocks, train_ends), device=device)
@@ -287,6 +289,7 @@ def fit_epochs(
         checkpoint_state = None
         if rank == 0:
             checkpoint_state = {
+                "improved": improved,
                 "model": _unwrap(model).state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else {},
@@ -313,31 +316,69 @@ def _batches(by_date, ends: np.ndarray, batch_size: int, steps: int, rng: np.ran
 
 
 def train_fn_per_worker(config: dict) -> None:
-    """Fit one base model; report metrics and a checkpoint every epoch; resume from the latest checkpoint."""
+    """Fit base models in turn in this worker group; report metrics and a checkpoint every epoch; resume.
+
+    ``config`` is one :class:`TrainJob` or ``{"jobs": [...]}``, several jobs of one stage (same split, normalizer
+    and window): the worker group starts and reads its shard once, then fits the models one after another. Every
+    checkpoint holds the model in progress (resumed after its epoch) and, for the models already done, their best
+    weights and curves; the best weights of the one in progress ride along, so retention can simply keep the
+    latest checkpoints. Reports do not wait for the controller to commit their checkpoint: a restart resumes from
+    the latest committed checkpoint, so a committed epoch never runs twice (only epochs reported after it may).
+    """
     import ray.train
     import ray.train.torch
 
-    job = TrainJob.model_validate(config)
+    from raycast.train.timeline import WorkerMarks
+
+    jobs = [TrainJob.model_validate(j) for j in config["jobs"]] if "jobs" in config else [TrainJob.model_validate(config)]
     rank = ray.train.get_context().get_world_rank()
+    marks = WorkerMarks(jobs[0].timeline_dir if rank == 0 else None)
     device = ray.train.torch.get_device()
     state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = load_state(d, device)
+        marks.mark("checkpoint restore", "checkpoint")
+    normalizer, window = Normalizer.from_json(jobs[0].normalizer), jobs[0].window
     train_frame = collect_frame(ray.train.get_dataset_shard("train"))
-    val_frame = validation_frame(job.features_dir, Split.from_json(job.split), job.window)
-    epochs = fit_epochs(job, train_frame, val_frame, device, state, rank, ray.train.torch.prepare_model)
-    for metrics, checkpoint_state in epochs:
-        with tempfile.TemporaryDirectory() as d:
-            ckpt = None
-            if checkpoint_state is not None:
-                save_state(checkpoint_state, d)
-                ckpt = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=ckpt)
-        # An epoch counts as done once the controller has committed its checkpoint: a worker killed right after
-        # reporting would otherwise restart from an older checkpoint and repeat epochs it had finished.
-        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+    marks.mark("shard pull", "data")
+    val_frame = validation_frame(jobs[0].features_dir, Split.from_json(jobs[0].split), window)
+    marks.mark("validation read", "data")
+    train_blocks, val_blocks = FeatureBlocks(train_frame, normalizer, window), FeatureBlocks(val_frame, normalizer, window)
+    del train_frame, val_frame  # the blocks hold what the models need
+    marks.mark("feature blocks", "setup", write=True)
+    finished: dict = state.get("finished", {}) if state else {}
+    for job in jobs:
+        if job.model in finished:
+            continue
+        resume = state if state is not None and state.get("name") == job.model else None
+        best_model = resume.get("best_model") if resume else None
+        best_epoch = resume.get("best_epoch") if resume else None
+        epochs = fit_epochs(job, train_blocks, val_blocks, device, resume, rank, ray.train.torch.prepare_model)
+        first = True
+        for metrics, checkpoint_state in epochs:
+            now, epoch, name = time.time(), metrics["epoch"], job.model
+            if first:  # from the previous mark to this model's first epoch: blocks, tensors, model
+                first = False
+                marks.mark(f"{name} setup", "setup", at=now - metrics["train_seconds"] - metrics["val_seconds"])
+            marks.mark(f"{name} epoch {epoch} train", "train", at=now - metrics["val_seconds"])
+            marks.mark(f"{name} epoch {epoch} validation", "validation", at=now)
+            with tempfile.TemporaryDirectory() as d:
+                ckpt = None
+                if checkpoint_state is not None:
+                    if checkpoint_state["improved"]:
+                        best_model = {k: v.detach().to("cpu", copy=True) for k, v in checkpoint_state["model"].items()}
+                        best_epoch = epoch
+                    if metrics["stop"]:
+                        finished[name] = {"model": best_model, "epoch": best_epoch, "history": checkpoint_state["history"]}
+                    checkpoint_state |= {"name": name, "best_model": best_model, "best_epoch": best_epoch,
+                                         "finished": finished}  # fmt: skip
+                    save_state(checkpoint_state, d)
+                    ckpt = ray.train.Checkpoint.from_directory(d)
+                # several models in one run: say whose epoch this is (the controller's callbacks read it)
+                ray.train.report(metrics | ({"model": name} if len(jobs) > 1 else {}), checkpoint=ckpt)
+            marks.mark(f"{name} epoch {epoch} checkpoint", "checkpoint", write=True)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -21,6 +21,7 @@ from raycast.features.store import ROWS_DIR, FeatureBlocks, current_features_dir
 from raycast.registry import HEAD, build_base, head_state, save_version
 from raycast.train.ensemble import StackingPeriods, base_outputs, fit_ensemble_head, stacking_periods
 from raycast.train.loop import cross_sectional_ic
+from raycast.train.timeline import Timeline
 from raycast.train.trainer import FitResult, fit_base_models, target_stats
 
 
@@ -36,6 +37,7 @@ class TrainedEnsemble:
     ensemble_history: list[dict]
     spec: dict
     version: str | None = None
+    timeline: Timeline | None = None  # where the stage's seconds went (also the run directory's timeline.json)
 
 
 def new_run_dir(storage: str) -> tuple[str, fs.Location]:
@@ -160,6 +162,7 @@ def train(
     """
     from raycast.runtime import init_ray
 
+    timeline = Timeline()
     features_dir = features_dir or current_features_dir(cfg.storage)
     meta = load_meta(features_dir)
     split = split or meta.split
@@ -169,17 +172,25 @@ def train(
     config = credentials.redact_data(cfg.model_dump(mode="json"))
     fs.write_text(fs.join(run_dir, "config.json"), json.dumps(config, indent=2))
     print(f"[raycast] run {run_id}: training {', '.join(cfg.train.models)} on {split.train.start.date()}..{split.train.end.date()}", flush=True)
-    target = target_stats(features_dir, split)  # one read of the training targets for every stage below
-    periods = stacking_periods(period_dates(features_dir, split.val), cfg.train.stacking_fraction, label_span(features_dir))
+    timeline.add("stage", "ray, run directory", "start", timeline.started, timeline.now())
+    with timeline.phase("target stats, stacking periods", "setup"):
+        target = target_stats(features_dir, split)  # one read of the training targets for every stage below
+        periods = stacking_periods(period_dates(features_dir, split.val), cfg.train.stacking_fraction, label_span(features_dir))
     window = cfg.train.window or meta.window
-    fits = fit_base_models(cfg, features_dir, periods.base_split(split), normalizer, window, run_dir, target)
-    trained = fit_ensemble(cfg, features_dir, split, normalizer, window, fits, run_id, run_dir, target, periods)
-    fs.write_text(
-        fs.join(run_dir, "history.json"),
-        json.dumps({n: f.history for n, f in fits.items()} | {"ensemble": trained.ensemble_history}, indent=2),
-    )
+    with timeline.phase("base models", "trainers"):
+        fits = fit_base_models(cfg, features_dir, periods.base_split(split), normalizer, window, run_dir, target, timeline)
+    with timeline.phase("ensemble", "ensemble"):
+        trained = fit_ensemble(cfg, features_dir, split, normalizer, window, fits, run_id, run_dir, target, periods)
+        fs.write_text(
+            fs.join(run_dir, "history.json"),
+            json.dumps({n: f.history for n, f in fits.items()} | {"ensemble": trained.ensemble_history}, indent=2),
+        )
     if register:
-        weights = {n: fits[n].state_dict for n in trained.bases} | {HEAD: head_state(trained.ensemble)}
-        trained.version = save_version(cfg.storage, trained.spec, weights)
+        with timeline.phase("registry", "registry"):
+            weights = {n: fits[n].state_dict for n in trained.bases} | {HEAD: head_state(trained.ensemble)}
+            trained.version = save_version(cfg.storage, trained.spec, weights)
         print(f"[raycast] registered model version {trained.version}", flush=True)
+    timeline.finish()
+    timeline.write(run_dir)
+    trained.timeline = timeline
     return trained

@@ -1,4 +1,4 @@
-"""Fitting the base models with Ray Train's ``TorchTrainer``, one trainer per model.
+"""Fitting the base models with Ray Train's ``TorchTrainer``: all of them in turn in one, or one each at once.
 
 The feature dataset is read with Ray Data; the training period is sharded across workers
 (``get_dataset_shard``), the validation period goes whole to every worker. Checkpoints, early stopping and
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from raycast.features.normalize import Normalizer
 from raycast.features.splits import Split
 from raycast.features.store import read_feature_dataset, read_training_rows
 from raycast.train.loop import CHECKPOINT_FILE, TrainJob, train_fn_per_worker
+from raycast.train.timeline import WORKER_DIR, Timeline
 
 
 @dataclass
@@ -71,62 +73,91 @@ def fit_base_model(
     window: int,
     run_dir: fs.Location,
     target: tuple[float, float] | None = None,
+    timeline: Timeline | None = None,
 ) -> FitResult:
-    """Fit one base model with a TorchTrainer and return its best checkpoint's weights.
+    """Fit one base model with a TorchTrainer of its own and return its best epoch's weights."""
+    return fit_in_one_trainer(cfg, [name], features_dir, split, normalizer, window, run_dir, target, timeline)[name]
 
-    ``target`` is the training period's (mean, std) of the target; read from the features when not given.
+
+def fit_in_one_trainer(
+    cfg: RaycastConfig,
+    names: list[str],
+    features_dir: fs.Location,
+    split: Split,
+    normalizer: Normalizer,
+    window: int,
+    run_dir: fs.Location,
+    target: tuple[float, float] | None = None,
+    timeline: Timeline | None = None,
+) -> dict[str, FitResult]:
+    """Fit base models ``names`` in turn in one TorchTrainer: one worker group start and one shard pull for all.
+
+    ``target`` is the training period's (mean, std) of the target; read from the features when not given. The
+    phases of the fit are added to ``timeline`` when given (the worker records its own in the run directory).
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from raycast.console.callbacks import train_progress
 
+    started = time.time()
     tc = cfg.train
+    label = "+".join(names)
+    worker_dir = fs.join(fs.absolute(run_dir), WORKER_DIR, label)
     mean, std = target or target_stats(features_dir, split)
-    job = TrainJob(
-        cfg=cfg,
-        model=name,
-        split=split.to_json(),
-        normalizer=normalizer.to_json(),
-        window=window,
-        target_mean=mean,
-        target_std=std,
-        features_dir=str(fs.absolute(features_dir)),  # workers do not share the driver's directory
-    )
+    jobs = [
+        TrainJob(
+            cfg=cfg,
+            model=name,
+            split=split.to_json(),
+            normalizer=normalizer.to_json(),
+            window=window,
+            target_mean=mean,
+            target_std=std,
+            features_dir=str(fs.absolute(features_dir)),  # workers do not share the driver's directory
+            timeline_dir=str(worker_dir),
+        ).model_dump(mode="json")
+        for name in names
+    ]
     datasets = {"train": training_dataset(features_dir, split)}
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": tc.gpus_per_worker} if tc.use_gpu else {})
-    mode = "min" if tc.early_stop_metric == "val_loss" else "max"
     trainer = TorchTrainer(
         train_fn_per_worker,
-        train_loop_config=job.model_dump(mode="json"),
+        train_loop_config={"jobs": jobs},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name=name,
+            name=label,
             **fs.ray_storage(fs.join(run_dir, "ray")),  # checkpoints on shared storage: any node can restore
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute=tc.early_stop_metric, checkpoint_score_order=mode
-            ),
+            # the latest checkpoints: each carries the best weights so far of every model it has fitted
+            checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints),
             failure_config=FailureConfig(max_failures=tc.max_failures),
-            callbacks=train_progress(name, tc.epochs),  # each epoch's report to the driver's progress display
+            callbacks=train_progress(label, tc.epochs),  # each epoch's report to the driver's progress display
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),  # validation rows: read whole by every worker
     )
+    fit_start = time.time()
     result = trainer.fit()
-    best = result.get_best_checkpoint(tc.early_stop_metric, mode)
-    if best is None:
-        raise RuntimeError(f"training {name} produced no checkpoint")
-    with best.as_directory() as d:
-        state = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    # the whole curve is in the latest checkpoint; the best one only knows the epochs up to itself
-    with (result.checkpoint or best).as_directory() as d:
-        latest = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    history = json.loads(latest["history"])
-    best_metrics = next((h for h in history if h["epoch"] == state["epoch"]), history[-1])
-    weights = state["model"]
-    if tc.loss == "ic":  # a scale-free loss: put the outputs in the label's units (see calibrate_output)
-        weights = calibrated(cfg, name, weights, normalizer, window, best_metrics["val_slope"], best_metrics["val_intercept"])
-    return FitResult(name, weights, best_metrics | {"target_mean": mean, "target_std": std}, history, str(best.path))
+    fit_end = time.time()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training {label} produced no checkpoint")
+    with result.checkpoint.as_directory() as d:
+        finished = torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)["finished"]
+    fits = {}
+    for name in names:
+        done = finished[name]
+        history = json.loads(done["history"])
+        best_metrics = next(h for h in history if h["epoch"] == done["epoch"])
+        weights = done["model"]
+        if tc.loss == "ic":  # a scale-free loss: put the outputs in the label's units (see calibrate_output)
+            weights = calibrated(cfg, name, weights, normalizer, window, best_metrics["val_slope"], best_metrics["val_intercept"])
+        best_metrics |= {"target_mean": mean, "target_std": std}
+        fits[name] = FitResult(name, weights, best_metrics, history, str(result.checkpoint.path))
+    if timeline is not None:
+        timeline.add(label, "trainer setup (driver)", "setup", started, fit_start)
+        timeline.add_trainer(label, fit_start, fit_end, worker_dir)
+        timeline.add(label, "best weights (driver)", "finish", fit_end, time.time())
+    return fits
 
 
 def calibrated(cfg: RaycastConfig, name: str, weights: dict, normalizer: Normalizer, window: int, slope: float,
@@ -149,6 +180,7 @@ def fit_base_models(
     window: int,
     run_dir: fs.Location,
     target: tuple[float, float] | None = None,
+    timeline: Timeline | None = None,
 ) -> dict[str, FitResult]:
     """Fit every configured base model, one after another or concurrently (``train.concurrent``)."""
     from raycast.console import progress
@@ -156,7 +188,7 @@ def fit_base_models(
     target = target or target_stats(features_dir, split)
 
     def fit(name: str) -> FitResult:
-        return fit_base_model(cfg, name, features_dir, split, normalizer, window, run_dir, target)
+        return fit_base_model(cfg, name, features_dir, split, normalizer, window, run_dir, target, timeline)
 
     at_once = concurrent_trainers(cfg)
     with progress.session() as shown:
@@ -165,7 +197,9 @@ def fit_base_models(
         if at_once > 1:
             with ThreadPoolExecutor(at_once) as pool:
                 return dict(zip(cfg.train.models, pool.map(fit, cfg.train.models), strict=True))
-        return {name: fit(name) for name in cfg.train.models}
+        # in turn: one worker group fits them all, so its start and the shard pull are paid once
+        return fit_in_one_trainer(cfg, list(cfg.train.models), features_dir, split, normalizer, window, run_dir,
+                                  target, timeline)  # fmt: skip
 
 
 def concurrent_trainers(cfg: RaycastConfig) -> int:
