@@ -22,7 +22,7 @@ from raycast.evaluate.backtest import (
 from raycast.evaluate.baselines import fit_ridge, momentum_baseline, ridge_baseline, zero_baseline
 from raycast.evaluate.metrics import SUMMARY_COLUMNS, daily_ic, direction_accuracy, summarize
 from raycast.evaluate.report import PLOT_FILES, ReportInputs, write_report
-from raycast.evaluate.tables import markdown_table
+from raycast.evaluate.tables import ensemble_vs_members, markdown_table
 from raycast.evaluate.walk_forward import aggregate_folds, format_folds
 
 
@@ -397,12 +397,34 @@ def test_report_writes_markdown_and_plots(tmp_path):
         assert f"]({name})" in text
 
 
+def test_ensemble_against_its_best_member_per_fold_and_overall(tmp_path):
+    ic = {  # fold -> predictor -> test IC: the best member changes between folds
+        0: {"lstm": 0.05, "cnn": 0.03, "ensemble": 0.06, "ridge": 0.04, "lightgbm": 0.045, "zero": np.nan},
+        1: {"lstm": 0.02, "cnn": 0.07, "ensemble": 0.05, "ridge": 0.03, "lightgbm": 0.02, "zero": np.nan},
+    }
+    per_fold = pd.DataFrame([{"fold": k, "predictor": p, "ic": v} for k, row in ic.items() for p, v in row.items()])
+    table = ensemble_vs_members(per_fold, ["lstm", "cnn", "attention"])  # a member without scores is skipped
+    assert list(table.index) == [0, 1, "overall"]
+    assert list(table["best member"]) == ["lstm", "cnn", "cnn"]  # overall: cnn's mean 0.05 beats lstm's 0.035
+    assert table["ensemble - best"].tolist() == pytest.approx([0.01, -0.02, 0.055 - 0.05])
+    assert table["ensemble >= best"].tolist() == ["True", "False", "1 of 2 folds"]
+    assert table.loc["overall", "ridge"] == pytest.approx(0.035)
+    assert table.loc["overall", "lightgbm"] == pytest.approx(0.0325)
+    with pytest.raises(ValueError, match="ensemble"):
+        ensemble_vs_members(per_fold[per_fold.predictor != "ensemble"], ["lstm"])
+
+    frame = random_frame(10, 20)
+    text = write_report(tmp_path, ReportInputs(test_metrics=summarize(frame, ["model"]), ensemble_vs_best=table)).read_text()
+    assert "## Ensemble against its best member (test IC)" in text
+    assert "| overall | 0.055 | cnn | 0.05 | 0.005 | 0.035 | 0.0325 | 1 of 2 folds |" in text
+
+
 def test_report_skips_missing_sections(tmp_path):
     frame = random_frame(10, 20)
     path = write_report(tmp_path, ReportInputs(test_metrics=summarize(frame, ["model"])))
     text = path.read_text()
     assert "Metrics on test" in text and "rank_ic" in text
-    for absent in ("Metrics on validation", "backtest", "Walk-forward", "Canary", "## Plots"):
+    for absent in ("Metrics on validation", "backtest", "Walk-forward", "Canary", "## Plots", "best member"):
         assert absent not in text
     assert not list(tmp_path.glob("*.png"))
 
@@ -599,7 +621,8 @@ def test_evaluate_version_scores_tradable_rows_beside_lightgbm(registered_model)
     report = evaluate_version(cfg)
     text = Path(report).read_text()
     for needle in ("## Tradable universe", "| liquidity |", "### Cost sensitivity", "sharpe @ 50 bps",
-                   "breakeven_bps", "| lightgbm |", "## Baseline training", "half-spread", "### Book days"):
+                   "breakeven_bps", "| lightgbm |", "## Baseline training", "half-spread", "### Book days",
+                   "## Ensemble against its best member", "| test |"):
         assert needle in text, needle
     spec = load_predictor(cfg.storage, cfg.serve.version).spec
     metrics = spec["metrics"]
@@ -673,7 +696,8 @@ def test_raycast_evaluate_reports_walk_forward_by_default(ray_session, tmp_path)
         assert f"| {name} | {per_fold['ic'].mean():.4g} ± {per_fold['ic'].std(ddof=1):.4g} |" in result.output
     text = report.read_text()
     for needle in ("## Walk-forward", "## Tradable universe", "stitched", "### Cost sensitivity",
-                   "## Baseline training", "equity_curves.png", "Walk-forward wall time"):
+                   "## Baseline training", "equity_curves.png", "Walk-forward wall time",
+                   "## Ensemble against its best member", "| overall |"):
         assert needle in text, needle
     # a strong planted signal on 12 names is too good to be true for equities, and the report says so and why
     assert "> **Warning" in text and "A planted signal" in text and "(tiny)" in text

@@ -35,6 +35,7 @@ from raycast.evaluate.lightgbm_baseline import LightGBMModel, fit_lightgbm
 from raycast.evaluate.metrics import summarize
 from raycast.evaluate.report import ReportInputs, write_report
 from raycast.evaluate.sanity import RunContext, implausible, warning_box
+from raycast.evaluate.tables import ensemble_vs_members
 from raycast.evaluate.universe import Tradable, add_counts, describe_spread, spread_bps, tradable_rows
 from raycast.evaluate.walk_forward import aggregate_folds
 from raycast.features.splits import Period, Split, make_walk_forward
@@ -260,6 +261,7 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
                 universe_rule=universe_rule(cfg),
                 val_metrics=val_metrics,
                 test_metrics=test_metrics,
+                ensemble_vs_best=_ensemble_vs_best(test_metrics.reset_index().assign(fold="test"), list(predictor.bases)),
                 backtests=backtests,
                 quantile=cfg.evaluate.quantile,
                 cost_bps=cfg.evaluate.cost_bps,
@@ -293,6 +295,13 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
     headline = test_metrics[["ic", "rank_ic", "direction_accuracy", "mse"]].to_string()
     print(f"[raycast] test metrics (tradable rows):\n{headline}", flush=True)
     return report
+
+
+def _ensemble_vs_best(per_fold: pd.DataFrame, members: list[str]) -> pd.DataFrame | None:
+    """The report's ensemble-against-best-member table, or None when there is no ensemble or no member to compare."""
+    if "ensemble" not in set(per_fold["predictor"]) or not set(members) & set(per_fold["predictor"]):
+        return None
+    return ensemble_vs_members(per_fold, members)
 
 
 def _log_tensorboard(run_dir: Path, history: dict | None, test_metrics: pd.DataFrame) -> None:
@@ -391,6 +400,7 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
                 universe=universe,
                 universe_rule=universe_rule(cfg),
                 walk_forward=table,
+                ensemble_vs_best=_ensemble_vs_best(pd.concat(rows, ignore_index=True), list(predictor.bases)),
                 backtests=backtests,
                 backtest_period=f"the folds' test periods stitched, {first} .. {last}",
                 quantile=cfg.evaluate.quantile,

@@ -52,6 +52,7 @@ class ReportInputs:
       ``flag_threshold``
     - ``baseline_training``: one row per fitted baseline (training seconds, boosting rounds)
     - ``walk_forward``: an :func:`~raycast.evaluate.walk_forward.aggregate_folds` frame
+    - ``ensemble_vs_best``: a :func:`~raycast.evaluate.tables.ensemble_vs_members` frame (per fold and overall)
     - ``test_predictions``: a predictions frame; gives the rolling IC plot for ``ic_predictors`` (default: every
       float column other than ``target``)
     - ``data_range``: (first date, last date) of the data; ``splits``: name -> text, e.g.
@@ -79,6 +80,7 @@ class ReportInputs:
     flag_threshold: float | None = None
     baseline_training: pd.DataFrame | None = None
     walk_forward: pd.DataFrame | None = None
+    ensemble_vs_best: pd.DataFrame | None = None
     test_predictions: pd.DataFrame | None = None
     ic_predictors: Sequence[str] | None = None
     rolling_days: int = 21
@@ -267,6 +269,15 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
 
     if s.walk_forward is not None and len(s.walk_forward):
         md += ["## Walk-forward (mean ± std over folds)", "", format_folds(s.walk_forward), ""]
+
+    if s.ensemble_vs_best is not None and len(s.ensemble_vs_best):
+        md += ["## Ensemble against its best member (test IC)", "", markdown_table(s.ensemble_vs_best), ""]
+        md += [
+            "Per fold, the best member is the member with the highest test IC in that fold, chosen in hindsight "
+            "(the hardest member to beat); overall, every figure is the mean over folds and the best member the "
+            "one with the highest mean.",
+            "",
+        ]
 
     if s.backtests:
         details = ", ".join(

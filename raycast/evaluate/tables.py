@@ -48,3 +48,49 @@ def markdown_table(df: pd.DataFrame, digits: int = 4, index: bool = True) -> str
     ]
     lines += ["| " + " | ".join(_escape(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def ensemble_vs_members(
+    per_fold: pd.DataFrame,
+    members: list[str],
+    baselines: tuple[str, ...] = ("ridge", "lightgbm"),
+    metric: str = "ic",
+) -> pd.DataFrame:
+    """The ensemble against its best member (and the baselines), per fold and overall.
+
+    ``per_fold``: one row per fold and predictor, with ``fold``, ``predictor`` and ``metric`` columns (one fold
+    for a single split). Per fold the best member is the one with the highest ``metric`` in that fold (in
+    hindsight: the hardest member to beat); overall every figure is the mean over folds, the best member is the
+    member with the highest mean, and ``ensemble >= best`` counts the folds where the ensemble was at least that
+    fold's best member. Rows: the folds, then ``overall``.
+    """
+    missing = {"fold", "predictor", metric} - set(per_fold.columns)
+    if missing:
+        raise ValueError(f"ensemble_vs_members needs the columns {sorted(missing)}")
+    wide = per_fold.pivot_table(index="fold", columns="predictor", values=metric, aggfunc="first")
+    members = [m for m in members if m in wide.columns]
+    if "ensemble" not in wide.columns or not members:
+        raise ValueError(f"ensemble_vs_members needs the ensemble and a member among {list(wide.columns)}")
+    baselines = tuple(b for b in baselines if b in wide.columns)
+    best = wide[members].idxmax(axis=1)
+    rows = pd.DataFrame(
+        {
+            "ensemble": wide["ensemble"],
+            "best member": best,
+            f"best member {metric}": wide[members].max(axis=1),
+        },
+        index=wide.index.astype(object),
+    )
+    rows["ensemble - best"] = rows["ensemble"] - rows[f"best member {metric}"]
+    for b in baselines:
+        rows[b] = wide[b]
+    wins = rows["ensemble - best"] >= 0
+    rows["ensemble >= best"] = [str(bool(w)) for w in wins]
+    mean = wide.mean()
+    top = mean[members].idxmax()
+    overall = {"ensemble": mean["ensemble"], "best member": top, f"best member {metric}": mean[top],
+               "ensemble - best": mean["ensemble"] - mean[top], **{b: mean[b] for b in baselines},
+               "ensemble >= best": f"{int(wins.sum())} of {len(wins)} folds"}  # fmt: skip
+    out = pd.concat([rows, pd.DataFrame([overall], index=["overall"])])
+    out.index.name = "fold"
+    return out
