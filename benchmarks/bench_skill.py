@@ -8,11 +8,12 @@ oracle IC is the generator's (what the planted signal allows). A bad-tick univer
 with a few x100 prints in the training period, ingested as a user's file, checks that training shrugs them off.
 
     python benchmarks/bench_skill.py all [--quick] [--out skill.jsonl]   # every universe, then the table
-    python benchmarks/bench_skill.py run --strength 0.1 --seed 0 [--bad-ticks] --out skill.jsonl
+    python benchmarks/bench_skill.py run --strength 0.1 --seed 0 [--bad-ticks] [--quick | --symbols N --days N] --out skill.jsonl
     python benchmarks/bench_skill.py table skill.jsonl
 
 ``run`` appends one JSON line per universe, so the runs can be spread over time (or machines) and ``table``
-reads them back. This is a printed table, not a timed test.
+reads them back; each run's test predictions are kept (``--keep-predictions``) for a closer look at the members
+and the combiner. This is a printed table, not a timed test.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -42,10 +44,16 @@ MODELS = {
 TRAIN = {"concurrent": True, "epochs": 6, "max_steps_per_epoch": 200, "batch_size": 256, "lr": 0.002}
 
 
-def config(root: Path, strength: float, seed: int, quick: bool, files: Path | None = None):
+def universe_size(quick: bool, days: int | None = None, symbols: int | None = None) -> dict:
+    """Symbols and days of the universes: the quick or the full size, ``symbols`` and ``days`` overriding it."""
+    size = QUICK_UNIVERSE if quick else UNIVERSE
+    return size | ({"n_days": days} if days else {}) | ({"n_symbols": symbols} if symbols else {})
+
+
+def config(root: Path, strength: float, seed: int, quick: bool, files: Path | None = None, size: dict | None = None):
     from raycast.config import parse_config
 
-    universe = (QUICK_UNIVERSE if quick else UNIVERSE) | {"signal_strength": strength, "seed": seed}
+    universe = (size or universe_size(quick)) | {"signal_strength": strength, "seed": seed}
     source = {"source": "files", "files": {"path": str(files)}} if files else {"source": "synthetic"}
     train = TRAIN | ({"epochs": 3, "max_steps_per_epoch": 60} if quick else {}) | {"seed": seed}
     return parse_config({
@@ -70,8 +78,9 @@ def with_bad_ticks(bars, n: int, seed: int):
     return bars
 
 
-def run_one(strength: float, seed: int, bad_ticks: bool, quick: bool) -> dict:
-    """Ingest, featurize, train and evaluate one universe; its test ICs."""
+def run_one(strength: float, seed: int, bad_ticks: bool, size: dict, quick: bool = False, keep: Path | None = None) -> dict:
+    """Ingest, featurize, train and evaluate one universe; its test ICs. ``keep``: a folder where the run's test
+    predictions (every member, the ensemble, the baselines, the target) are copied for a closer look."""
     from raycast.data.ingest import ingest
     from raycast.data.synthetic import generate_synthetic
     from raycast.evaluate.evaluate import evaluate_version
@@ -82,20 +91,24 @@ def run_one(strength: float, seed: int, bad_ticks: bool, quick: bool) -> dict:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cfg = config(root, strength, seed, quick)
+        cfg = config(root, strength, seed, quick, size=size)
         oracle = None
         if bad_ticks:
             universe = generate_synthetic(cfg.ingest.synthetic, cfg.features.label_delay)
             oracle = universe.oracle_ic
             path = root / "bars.parquet"
             with_bad_ticks(universe.bars, BAD_TICKS, seed).to_parquet(path)
-            cfg = config(root, strength, seed, quick, files=path)
+            cfg = config(root, strength, seed, quick, files=path, size=size)
         manifest = ingest(cfg)
         oracle = oracle if oracle is not None else manifest["synthetic"]["oracle_ic"]
         build_features(cfg)
         trained = train(cfg)
         evaluate_version(cfg, trained.version)
         spec = next(v for v in list_versions(cfg.storage) if v["version"] == trained.version)
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            name = f"s{strength:g}-seed{seed}{'-bad' if bad_ticks else ''}{'-quick' if quick else ''}.parquet"
+            shutil.copy(Path(spec["metrics"]["report"]).parent / "test_predictions.parquet", keep / name)
     test = spec["metrics"]["test"]
     members = list(trained.bases)
     row = {
@@ -103,6 +116,7 @@ def run_one(strength: float, seed: int, bad_ticks: bool, quick: bool) -> dict:
         "seed": seed,
         "bad_ticks": BAD_TICKS if bad_ticks else 0,
         "quick": quick,
+        **size,
         "oracle_ic": oracle,
         "ic": {n: test[n]["ic"] for n in [*members, "ensemble", "ridge", "lightgbm", "momentum"] if n in test},
         "ic_std": test["ensemble"].get("ic_std"),
@@ -137,6 +151,8 @@ def table(rows: list[dict]) -> str:
         lgbm = [r["ic"].get("lightgbm") for r in group]
         wins = [sum(e >= b for e, b in zip(ens, other, strict=True) if b is not None) for other in (members, ridge, lgbm)]
         name = f"strength {strength:g}" + (f" + {bad} bad ticks" if bad else "") if strength else "null (strength 0)"
+        sizes = sorted({f"{r['n_symbols']} x {r['n_days']}" for r in group if "n_symbols" in r})
+        name += f" ({', '.join(sizes)})" if sizes else ""
         ratio = [r["ic"]["ensemble"] / r["oracle_ic"] for r in group] if strength else []
         lines.append(
             f"| {name} | {len(group)} | {_ms([r['oracle_ic'] for r in group])} | {_ms(ens)} | {_ms(ratio)} "
@@ -168,7 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--bad-ticks", action="store_true")
     one.add_argument("--quick", action="store_true")
+    one.add_argument("--days", type=int, help="days of history (default: the full universe's)")
+    one.add_argument("--symbols", type=int, help="symbols (default: the full universe's)")
     one.add_argument("--out", type=Path, required=True)
+    one.add_argument("--keep-predictions", type=Path, default=Path(tempfile.gettempdir()) / "bench_skill_predictions",
+                     help="folder for each run's test predictions")  # fmt: skip
     every = sub.add_parser("all", help="every universe and seed, then the table")
     every.add_argument("--quick", action="store_true", help="small universes and short training (a smoke run)")
     every.add_argument("--out", type=Path, default=Path("skill.jsonl"))
@@ -185,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
         *((s, seed, False) for s in STRENGTHS for seed in SEEDS), *((BAD_TICK_STRENGTH, seed, True) for seed in SEEDS)
     ]  # fmt: skip
     for strength, seed, bad in plan:
-        row = run_one(strength, seed, bad, args.quick)
+        size = universe_size(args.quick, getattr(args, "days", None), getattr(args, "symbols", None))
+        row = run_one(strength, seed, bad, size, args.quick, getattr(args, "keep_predictions", None))
         row["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
         with args.out.open("a") as f:
             f.write(json.dumps(row) + "\n")
