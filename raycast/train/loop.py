@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from raycast.config import RaycastConfig
@@ -44,6 +46,10 @@ class TrainJob(BaseModel):
     target_std: float
     features_dir: str | None = Field(None, description="where a Ray Train worker reads the validation rows")
     timeline_dir: str | None = Field(None, description="where the rank-0 worker writes its phases' timestamps")
+    shard: Literal["rows", "symbols"] = Field(
+        "rows", description="what the Ray Data training shard holds: the rows themselves, or the worker's symbols, "
+        "whose training rows it then reads straight from Parquet"
+    )
 
 
 def validation_frame(features_dir: str, split: Split, window: int) -> pd.DataFrame:
@@ -57,6 +63,20 @@ def validation_frame(features_dir: str, split: Split, window: int) -> pd.DataFra
     lookback = split.val.start - pd.tseries.offsets.BDay(2 * window + 10)
     dates = [("date", ">=", lookback.to_pydatetime()), ("date", "<=", split.val.end.to_pydatetime())]
     return read_feature_frame(features_dir, filters=dates)
+
+
+def symbol_rows(features_dir: str, split: Split, shard) -> pd.DataFrame:
+    """The training rows of the symbols in a Ray Data shard of symbol names, read straight from Parquet.
+
+    Ray Data decides which worker fits which symbols; the rows themselves skip Ray Data's executor (a streaming
+    split of the rows cost ~9 s per trainer on a small machine, this read ~0.1 s for 50 symbols x 5 years).
+    """
+    from raycast.features.store import read_feature_frame
+
+    symbols = [str(s) for batch in shard.iter_batches(batch_size=None, batch_format="numpy") for s in batch["symbol"]]
+    if not symbols:
+        return pd.DataFrame()
+    return read_feature_frame(features_dir, symbols=symbols, filters=[("date", "<=", split.train.end.to_pydatetime())])
 
 
 def collect_frame(shard) -> pd.DataFrame:
@@ -341,9 +361,10 @@ def train_fn_per_worker(config: dict) -> None:
             state = load_state(d, device)
         marks.mark("checkpoint restore", "checkpoint")
     normalizer, window = Normalizer.from_json(jobs[0].normalizer), jobs[0].window
-    train_frame = collect_frame(ray.train.get_dataset_shard("train"))
+    split, shard = Split.from_json(jobs[0].split), ray.train.get_dataset_shard("train")
+    train_frame = symbol_rows(jobs[0].features_dir, split, shard) if jobs[0].shard == "symbols" else collect_frame(shard)
     marks.mark("shard pull", "data")
-    val_frame = validation_frame(jobs[0].features_dir, Split.from_json(jobs[0].split), window)
+    val_frame = validation_frame(jobs[0].features_dir, split, window)
     marks.mark("validation read", "data")
     train_blocks, val_blocks = FeatureBlocks(train_frame, normalizer, window), FeatureBlocks(val_frame, normalizer, window)
     del train_frame, val_frame  # the blocks hold what the models need

@@ -1,8 +1,8 @@
 """Fitting the base models with Ray Train's ``TorchTrainer``: all of them in turn in one, or one each at once.
 
-The feature dataset is read with Ray Data; the training period is sharded across workers
-(``get_dataset_shard``), the validation period goes whole to every worker. Checkpoints, early stopping and
-restarts after a worker failure are Ray Train's (``CheckpointConfig``, ``FailureConfig``).
+Ray Data shards the training symbols across the workers (``get_dataset_shard``); each worker reads its symbols'
+training rows straight from Parquet, and the whole validation period. Checkpoints, early stopping and restarts
+after a worker failure are Ray Train's (``CheckpointConfig``, ``FailureConfig``).
 """
 
 from __future__ import annotations
@@ -64,6 +64,34 @@ def training_dataset(features_dir: fs.Location, split: Split):
     return ds.map_batches(_until(split.train.end), batch_format="pyarrow", batch_size=None)
 
 
+def training_symbols(features_dir: fs.Location, split: Split):
+    """The symbols with training rows, one Ray Data block each: Ray Train shards them across the workers."""
+    import ray
+
+    symbols = read_training_rows(features_dir, split, ["symbol"]).column("symbol").unique().to_pylist()
+    if not symbols:
+        raise ValueError(f"no feature rows on or before the training period's end {split.train.end.date()}")
+    return ray.data.from_items([{"symbol": str(s)} for s in sorted(symbols)], override_num_blocks=len(symbols))
+
+
+def symbol_shards():
+    """Ray Train's ``DataConfig`` with the training symbols split whole and none dropped.
+
+    The default streaming split with ``equal=True`` would balance rows by dropping some, here whole symbols; a
+    static split of the small symbol dataset also saves the split coordinator's start-up.
+    """
+    from ray.train import DataConfig
+
+    class SymbolShards(DataConfig):
+        def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+            symbols = datasets["train"]
+            if symbols.count() < world_size:
+                raise ValueError(f"{symbols.count()} training symbols cannot be shared by {world_size} workers")
+            return [{"train": part.iterator()} for part in symbols.split(world_size, equal=False)]
+
+    return SymbolShards(datasets_to_split=["train"])
+
+
 def fit_base_model(
     cfg: RaycastConfig,
     name: str,
@@ -95,7 +123,7 @@ def fit_in_one_trainer(
     ``target`` is the training period's (mean, std) of the target; read from the features when not given. The
     phases of the fit are added to ``timeline`` when given (the worker records its own in the run directory).
     """
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from raycast.console.callbacks import train_progress
@@ -116,10 +144,10 @@ def fit_in_one_trainer(
             target_std=std,
             features_dir=str(fs.absolute(features_dir)),  # workers do not share the driver's directory
             timeline_dir=str(worker_dir),
+            shard="symbols",
         ).model_dump(mode="json")
         for name in names
     ]
-    datasets = {"train": training_dataset(features_dir, split)}
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": tc.gpus_per_worker} if tc.use_gpu else {})
     trainer = TorchTrainer(
         train_fn_per_worker,
@@ -133,8 +161,10 @@ def fit_in_one_trainer(
             failure_config=FailureConfig(max_failures=tc.max_failures),
             callbacks=train_progress(label, tc.epochs),  # each epoch's report to the driver's progress display
         ),
-        datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"]),  # validation rows: read whole by every worker
+        # Ray Data shards the symbols across the workers, each reads its symbols' training rows from Parquet;
+        # the validation rows are read whole by every worker
+        datasets={"train": training_symbols(features_dir, split)},
+        dataset_config=symbol_shards(),
     )
     fit_start = time.time()
     result = trainer.fit()
