@@ -1,0 +1,196 @@
+"""The training stage's fixed costs: stage wall time against the loop's own seconds, one trainer's start-up and
+shutdown, and the training workers' peak memory.
+
+    python benchmarks/bench_train_stage.py [--baseline-rev REV] [--symbols 50] [--days 1260] [--epochs 3]
+                                           [--steps 20] [--batch 512] [--cpus 2]
+
+One synthetic universe is ingested and featurized; then, for this checkout and (with ``--baseline-rev``) for the
+code of an earlier git revision, each in a fresh process on the same data and the same Ray size:
+  * stage: ``raycast.train.run.train`` with the reference base models (lstm, cnn, attention) in turn, ``epochs``
+    epochs of ``steps`` steps of ``batch`` windows: its wall time over the in-loop train + validation seconds its
+    history reports (the registry write and the ensemble head included, Ray's own start not);
+  * fit: one trainer fitting the cnn alone: ``fit_base_model``'s wall time beyond its loop;
+  * memory: the peak resident memory of any Ray Train worker during the stage (sampled every 0.2 s), next to the
+    float32 size of the training rows (rows x features x 4 bytes).
+Targets: stage wall / in-loop <= 1.5; one trainer's fixed cost <= 8 s; peak worker memory <= 2 x the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ["lstm", "cnn", "attention"]
+
+
+def config(storage: str, args) -> dict:
+    return {
+        "storage": storage,
+        "ray": {"num_cpus": args.cpus},
+        "ingest": {"source": "synthetic", "synthetic": {"n_symbols": args.symbols, "n_days": args.days}},
+        "features": {"symbols_per_task": 10, "num_cpus_per_task": 1},
+        "train": {"models": MODELS, "epochs": args.epochs, "max_steps_per_epoch": args.steps,
+                  "batch_size": args.batch, "patience": args.epochs},  # fmt: skip
+    }
+
+
+class WorkerMemory:
+    """Peak resident memory of the Ray Train worker processes, sampled from outside (any code version)."""
+
+    def __init__(self, every: float = 0.2):
+        self.peak, self.every, self._stop = 0, every, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(self.every):
+            for p in psutil.process_iter(["cmdline", "memory_info"]):
+                if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["memory_info"]:
+                    self.peak = max(self.peak, p.info["memory_info"].rss)
+
+    def __enter__(self) -> WorkerMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def in_loop(history: list[dict]) -> float:
+    return sum(h["train_seconds"] + h["val_seconds"] for h in history)
+
+
+def child(args) -> None:
+    """One side of the comparison: runs in a fresh process whose ``raycast`` is the code being measured."""
+    import ray
+
+    import raycast
+    from raycast.config import parse_config
+    from raycast.features.store import current_features_dir, load_meta, read_training_rows
+    from raycast.train.run import train
+    from raycast.train.trainer import fit_base_model
+
+    cfg = parse_config(config(args.storage, args))
+    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR")
+    fdir = current_features_dir(cfg.storage)
+    meta = load_meta(fdir)
+    rows = read_training_rows(fdir, meta.split, ["date"]).num_rows
+    with WorkerMemory() as memory:
+        t0 = time.perf_counter()
+        trained = train(cfg)
+        stage_s = time.perf_counter() - t0
+    stage_loop = sum(in_loop(f.history) for f in trained.fits.values())
+    with tempfile.TemporaryDirectory() as run_dir:
+        t0 = time.perf_counter()
+        fit = fit_base_model(cfg, "cnn", fdir, meta.split, meta.normalizer, meta.window, run_dir)
+        fit_s = time.perf_counter() - t0
+    out = {
+        "code": str(Path(raycast.__file__).parents[1]),
+        "stage_s": stage_s,
+        "stage_in_loop_s": stage_loop,
+        "fit_s": fit_s,
+        "fit_in_loop_s": in_loop(fit.history),
+        "peak_worker_rss": memory.peak,
+        "rows_float32": rows * len(meta.features) * 4,
+        "timeline": trained.timeline.table() if getattr(trained, "timeline", None) else None,
+    }
+    print("RESULT " + json.dumps(out), flush=True)
+    ray.shutdown()
+
+
+def run_side(code_root: Path, storage: str, args) -> dict:
+    env = os.environ | {"PYTHONPATH": str(code_root), "RAY_TRAIN_V2_ENABLED": "1"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--storage", storage,
+           *(f"--{k}={getattr(args, k)}" for k in ("symbols", "days", "epochs", "steps", "batch", "cpus"))]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=code_root, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"the run with the code in {code_root} failed ({proc.returncode})")
+    result = json.loads(lines[-1][len("RESULT ") :])
+    if Path(result["code"]).resolve() != code_root.resolve():
+        raise SystemExit(f"the run meant for the code in {code_root} imported {result['code']}")
+    return result
+
+
+def build_data(storage: str, args) -> None:
+    import ray
+
+    from raycast.config import parse_config
+    from raycast.data.ingest import ingest
+    from raycast.features.pipeline import build_features
+
+    cfg = parse_config(config(storage, args))
+    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR")
+    ingest(cfg)
+    build_features(cfg)
+    ray.shutdown()
+
+
+def table(sides: dict[str, dict]) -> str:
+    rows = [("figure", *sides, "target")]
+    mb = 2**20
+    rows.append(("stage wall s", *(f"{s['stage_s']:.1f}" for s in sides.values()), ""))
+    rows.append(("stage in-loop train + validation s", *(f"{s['stage_in_loop_s']:.1f}" for s in sides.values()), ""))
+    rows.append(("stage wall / in-loop", *(f"{s['stage_s'] / s['stage_in_loop_s']:.2f}" for s in sides.values()),
+                 "<= 1.5"))  # fmt: skip
+    rows.append(("one trainer (cnn): fit() s", *(f"{s['fit_s']:.1f}" for s in sides.values()), ""))
+    rows.append(("one trainer: fixed cost beyond its loop s",
+                 *(f"{s['fit_s'] - s['fit_in_loop_s']:.1f}" for s in sides.values()), "<= 8"))  # fmt: skip
+    rows.append(("peak worker memory MB", *(f"{s['peak_worker_rss'] / mb:.0f}" for s in sides.values()), ""))
+    rows.append(("training rows float32 MB", *(f"{s['rows_float32'] / mb:.1f}" for s in sides.values()), ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline-rev", default=None, help="also measure the code of this git revision")
+    parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--days", type=int, default=1260)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--storage", default=None, help="an existing store with features: skip building them")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args)
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = args.storage or str(Path(tmp, "store"))
+        if not args.storage:
+            build_data(storage, args)
+        sides: dict[str, dict] = {}
+        if args.baseline_rev:
+            code = Path(tmp, "baseline")
+            code.mkdir()
+            archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline_rev, "raycast"],
+                                     capture_output=True, check=True).stdout  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+            sides[f"at {args.baseline_rev}"] = run_side(code, storage, args)
+        sides["this checkout"] = run_side(REPO, storage, args)
+    print(f"{args.symbols} synthetic symbols x {args.days} days, {'/'.join(MODELS)} in turn, {args.epochs} epochs of "
+          f"{args.steps} steps of {args.batch}, Ray with {args.cpus} CPUs")  # fmt: skip
+    print(table(sides))
+    timeline = sides["this checkout"]["timeline"]
+    if timeline:
+        print(f"\nthis checkout's stage, phase by phase:\n{timeline}")
+
+
+if __name__ == "__main__":
+    main()
