@@ -45,9 +45,10 @@ def run_demo(config: str, overrides: dict | None = None, verbose: bool = False) 
     t = _stage(f"tune ({cfg.tune.model}, {cfg.tune.num_samples} trials)")
     from raycast.tune.search import run_search
 
-    tuned = run_search(cfg, None)
+    tuned = run_search(cfg, None, print_table=False)  # the progress lines said how it went; the table is a file
     best = f"{tuned['metric']} {tuned['best_score']:+.4f} with {json.dumps(tuned['best_params'], default=str)}"
     print(f"[demo] tune done in {time.perf_counter() - t:.0f} s: best {best}", flush=True)
+    print(f"[demo] trials and seeds: {Path(tuned['dir']).resolve() / 'results.md'}", flush=True)
 
     t = _stage("serve and query")
     from raycast.serve.run import start_app

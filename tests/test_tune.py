@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -135,7 +136,7 @@ def test_search_completes_and_asha_stops_trials(lstm_search):
     assert any(e < EPOCHS for e in epochs.values()) and any(e == EPOCHS for e in epochs.values()), epochs
     assert out["stopped_early"] == sum(e < EPOCHS for e in epochs.values())
     # the progress a person read: one line per finished trial, the last one with the counts and the best score
-    lines = [ln for ln in PRINTED["lstm_search"].splitlines() if ln.startswith("[raycast] tune ")]
+    lines = re.findall(r"^\[raycast\] tune +\d/6 trials.*$", PRINTED["lstm_search"], flags=re.M)
     assert len(lines) == 6, PRINTED["lstm_search"][-3000:]
     stopped = sum(e < EPOCHS for e in epochs.values())
     best = max(report["score"] for r in reports.values() for report in r)

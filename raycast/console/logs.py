@@ -15,11 +15,14 @@ without :func:`configure` (tests, notebooks) changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import logging
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,3 +153,37 @@ def _to_log_file(data: dict, ignore_prefix: bool = False) -> None:
         workers.info("%s %s", prefix, line)
         if line.startswith(RAYCAST_PREFIX):  # raycast's own word from inside a worker stays on the console
             print(line, file=sys.stderr if data.get("is_err") else sys.stdout, flush=True)
+
+
+@contextlib.contextmanager
+def ray_prints(source: str) -> Iterator[None]:
+    """Inside, what Ray prints straight to stdout goes to the log file (when Ray's output is kept off the console).
+
+    For Tune, whose experiment banner ("Configuration for experiment", "View detailed results here") is printed
+    at every verbosity. raycast's progress lines are unaffected: a progress session holds the stdout it started on.
+    """
+    if not quiet() or _settings.handler is None:
+        yield
+        return
+    with contextlib.redirect_stdout(_LogLines(source)):
+        yield
+
+
+class _LogLines(io.TextIOBase):
+    """A text stream whose lines become lines of the log file."""
+
+    def __init__(self, source: str) -> None:
+        self.source, self._partial = source, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            logging.getLogger(WORKER_LOGGER).info("(%s) %s", self.source, line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            self.write("\n")

@@ -167,15 +167,16 @@ def max_concurrent_trials(cfg: RaycastConfig) -> int | None:
     return min(fit, tu.max_concurrent_trials or fit)
 
 
-def run_search(cfg: RaycastConfig, resume: str | None = None) -> dict:
+def run_search(cfg: RaycastConfig, resume: str | None = None, print_table: bool = True) -> dict:
     """Search ``cfg.tune.model``'s space, re-run the best config with ``cfg.tune.seeds`` seeds, write the outputs.
 
-    ``resume`` is the directory of an interrupted search; its own ``config.yaml`` is used, not ``cfg``.
+    ``resume`` is the directory of an interrupted search; its own ``config.yaml`` is used, not ``cfg``. The
+    results table (``results.md``) is printed too unless ``print_table`` is False.
     Returns a summary: paths, best params and score, the seeds' mean and std, trial counts.
     """
     from ray import tune
 
-    from raycast.console import progress
+    from raycast.console import logs, progress
     from raycast.runtime import init_ray
 
     out_dir = resolve_resume(resume) if resume else None
@@ -196,7 +197,7 @@ def run_search(cfg: RaycastConfig, resume: str | None = None) -> dict:
     print(f"[raycast] tune {tu.model}: {plan} -> {fs.display(out_dir)}", flush=True)
 
     trainable = build_trainable(base, out_dir)
-    with progress.session():
+    with progress.session(), logs.ray_prints("tune"):
         results = build_tuner(trainable, base, out_dir, SEARCH, to_tune_space(space), searching=True).fit()
     _check_complete(results, tu.num_samples, out_dir)
     trials = trials_frame(results, list(space), mode)
@@ -209,7 +210,7 @@ def run_search(cfg: RaycastConfig, resume: str | None = None) -> dict:
 
     seeds = [base.train.seed + 1 + i for i in range(tu.seeds)]  # fresh seeds: the winner's own is luckiest
     seed_space = best_params | {"seed": tune.grid_search(seeds)}
-    with progress.session():
+    with progress.session(), logs.ray_prints("tune"):
         seed_results = build_tuner(trainable, base, out_dir, SEEDS, seed_space, searching=False).fit()
     _check_complete(seed_results, tu.seeds, out_dir)
     seed_trials = trials_frame(seed_results, ["seed"], mode).sort_values("seed")
@@ -222,7 +223,8 @@ def run_search(cfg: RaycastConfig, resume: str | None = None) -> dict:
     title = f"raycast tune {tu.model}: {tu.metric} ({mode}), {tu.scheduler}, {tu.search_alg}"
     table = format_report(title, trials, tu.top_k, seed_trials, summary)
     fs.write_text(fs.join(out_dir, "results.md"), table)
-    print(table, flush=True)
+    if print_table:
+        print(table, flush=True)
     out = {
         "dir": fs.display(out_dir),
         "best_config": fs.display(fs.join(out_dir, "best_config.yaml")),
