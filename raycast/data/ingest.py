@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pandas as pd
 
 from raycast import fs
@@ -17,7 +18,7 @@ from raycast.config import IngestConfig, RaycastConfig
 from raycast.data.errors import DataError
 from raycast.data.quality import CHECKS, apply_quality_policies, quality_summary
 from raycast.data.schema import VALUE_COLUMNS
-from raycast.data.store import MANIFEST, AppendPlan, append_market_data, read_symbol_bars, write_market_data
+from raycast.data.store import MANIFEST, AppendPlan, append_market_data, write_market_data
 from raycast.data.validate import reason_counts, validate_bars
 
 log = logging.getLogger(__name__)
@@ -119,63 +120,67 @@ def append_bars(cfg: RaycastConfig, path: str) -> dict:
 def plan_append(
     new: pd.DataFrame, rejected: pd.DataFrame, sources: list[str], quality_cfg, previous_dir, old: dict
 ) -> AppendPlan:
-    """The :class:`AppendPlan` of validated bars ``new`` on the version at ``previous_dir`` (manifest ``old``)."""
-    known = set(old["rows_per_symbol"])
-    touched, since, stored_len = {}, {}, {}
-    clean_extension: set[str] = set()  # only later dates, nothing corrected: the stored files can stay
-    counts = {"new_rows": 0, "corrected_rows": 0, "unchanged_rows": 0}
-    corrections, new_symbols = [], []
-    for symbol, rows in new.groupby("symbol", sort=True):
-        rows = rows.set_index("date")
-        if symbol not in known:
-            new_symbols.append(str(symbol))
-            counts["new_rows"] += len(rows)
-            touched[symbol], since[symbol] = rows, rows.index.min()
-            continue
-        stored = read_symbol_bars(previous_dir, symbol).set_index("date")
-        common = rows.index.intersection(stored.index)
-        values = list(VALUE_COLUMNS)
-        same = (stored.loc[common, values].to_numpy() == rows.loc[common, values].to_numpy()).all(axis=1)
-        corrected, fresh = common[~same], rows.index.difference(stored.index)
-        counts["unchanged_rows"] += int(same.sum())
-        counts["corrected_rows"] += len(corrected)
-        counts["new_rows"] += len(fresh)
-        corrections += [{"symbol": str(symbol), "date": str(d.date())} for d in corrected]
-        if not len(corrected) and not len(fresh):
-            continue
-        combined = stored.copy()
-        combined.loc[corrected, values] = rows.loc[corrected, values]
-        combined = pd.concat([combined, rows.loc[fresh]]).sort_index()
-        touched[symbol] = combined
-        since[symbol] = min([*corrected, *fresh])
-        stored_len[symbol] = len(stored)
-        if not len(corrected) and fresh.min() > stored.index.max():
-            clean_extension.add(symbol)
+    """The :class:`AppendPlan` of validated bars ``new`` on the version at ``previous_dir`` (manifest ``old``).
+
+    Whole-frame operations throughout: an append touches every symbol of the universe on a normal day.
+    """
+    import pyarrow as pa
+
+    from raycast.data.schema import BAR_COLUMNS, canonical_bars, empty_bars
+    from raycast.data.store import read_symbol_table
+
+    values = list(VALUE_COLUMNS)
+    known = [s for s in new["symbol"].unique() if s in old["rows_per_symbol"]]
+    tables = [read_symbol_table(previous_dir, s) for s in sorted(known)]
+    stored = canonical_bars(pa.concat_tables(tables).to_pandas(), check=False) if tables else empty_bars()
+    merged = new.merge(stored, on=["symbol", "date"], how="left", suffixes=("", "_old"))
+    has_old = merged["open_old"].notna().to_numpy()
+    same = has_old & np.logical_and.reduce([(merged[c] == merged[f"{c}_old"]).to_numpy() for c in values])
+    corrected, fresh = has_old & ~same, ~has_old
+    changed = merged.loc[corrected | fresh, list(BAR_COLUMNS)]
+    new_symbols = sorted(set(new["symbol"].unique()) - set(known))
     summary = {
         "sources": sources,
-        **counts,
-        "corrections": corrections[:MAX_LISTED_CORRECTIONS],
-        "new_symbols": new_symbols,
-        "symbols_touched": len(touched),
+        "new_rows": int(fresh.sum()),
+        "corrected_rows": int(corrected.sum()),
+        "unchanged_rows": int(same.sum()),
+        "corrections": [
+            {"symbol": str(r.symbol), "date": str(r.date.date())}
+            for r in merged.loc[corrected, ["symbol", "date"]].head(MAX_LISTED_CORRECTIONS).itertuples()
+        ],
+        "new_symbols": [str(s) for s in new_symbols],
+        "symbols_touched": int(changed["symbol"].nunique()),
         "rejected": reason_counts(rejected),
     }
-    if not touched:
-        return AppendPlan({}, {}, rejected, sources, old.get("quality"), summary, unchanged=True)
-    frame = pd.concat([t.reset_index().assign(symbol=s) for s, t in touched.items()], ignore_index=True)
-    adjusted, fresh_report = apply_quality_policies(frame, quality_cfg, since)
-    histories, extended = {}, {}
-    for symbol, history in adjusted.groupby("symbol", sort=True):
-        history = history.reset_index(drop=True)
-        histories[symbol] = history
-        n_old = stored_len.get(symbol, 0)
-        if symbol in clean_extension and len(history) > n_old:
-            head = history.iloc[:n_old].set_index("date")[list(VALUE_COLUMNS)]
-            stored = touched[symbol].iloc[:n_old][list(VALUE_COLUMNS)]
-            if head.index.equals(stored.index) and (head.to_numpy() == stored.to_numpy()).all():
-                extended[symbol] = len(history) - n_old  # the policies left the stored bars as they were
-    summary["symbols_rewritten"] = len(histories) - len(extended)
+    if changed.empty:
+        return AppendPlan(empty_bars(), {}, rejected, sources, old.get("quality"), summary, unchanged=True)
+
+    touched = set(changed["symbol"].unique())
+    base = stored[stored["symbol"].isin(touched)]
+    corrected_keys = merged.loc[corrected, ["symbol", "date"]].assign(_corrected=True)
+    base = base.merge(corrected_keys, on=["symbol", "date"], how="left")
+    base = base[base["_corrected"].isna()].drop(columns="_corrected")
+    combined = canonical_bars(pd.concat([base, changed], ignore_index=True))
+    since = changed.groupby("symbol")["date"].min()
+    # extensions: only dates after the stored ones, nothing corrected; the stored files can stay as they are
+    last_stored = stored.groupby("symbol")["date"].max()
+    n_stored = stored.groupby("symbol").size()
+    bad = set(merged.loc[corrected, "symbol"])
+    clean = {s for s in touched & set(last_stored.index) if s not in bad and since[s] > last_stored[s]}
+    adjusted, fresh_report = apply_quality_policies(combined, quality_cfg, since.to_dict())
+    # ... unless a quality policy changed the stored bars (a split adjusted into them, a cut)
+    kept = adjusted[adjusted["symbol"].isin(clean)].merge(stored, on=["symbol", "date"], how="inner", suffixes=("", "_old"))
+    equal = np.logical_and.reduce([(kept[c] == kept[f"{c}_old"]).to_numpy() for c in values])
+    untouched_rows = kept[equal].groupby("symbol").size()
+    per_symbol = adjusted.groupby("symbol").size()
+    extended = {
+        s: int(per_symbol[s] - n_stored[s])
+        for s in clean
+        if untouched_rows.get(s, 0) == n_stored[s] and per_symbol.get(s, 0) > n_stored[s]
+    }
+    summary["symbols_rewritten"] = len(touched) - len(extended)
     summary["quality"] = quality_summary(fresh_report)
-    return AppendPlan(histories, extended, rejected, sources, _merge_quality(old.get("quality"), fresh_report), summary)
+    return AppendPlan(adjusted, extended, rejected, sources, _merge_quality(old.get("quality"), fresh_report), summary)
 
 
 def _merge_quality(previous: dict | None, fresh: dict) -> dict:

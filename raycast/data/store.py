@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -160,11 +161,11 @@ def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, 
 class AppendPlan:
     """What an append changes, planned on the version it is applied to (see :func:`append_market_data`).
 
-    ``histories`` holds the whole new history of every symbol the append touches; ``extended`` the ones among them
-    whose stored bars stay exactly as they were, with the number of bars added after them.
+    ``histories`` holds the whole new history of every symbol the append touches (canonical bars); ``extended`` the
+    ones among them whose stored bars stay exactly as they were, with the number of bars added after them.
     """
 
-    histories: dict[str, pd.DataFrame]
+    histories: pd.DataFrame
     extended: dict[str, int]
     rejected: pd.DataFrame  # the append's rejected rows, added to the version's
     sources: list[str]
@@ -221,38 +222,38 @@ def _append(
     planned = plan(previous, old)
     if planned.unchanged:
         return None, planned
-    symbols = sorted(set(_symbols(previous)) | set(planned.histories))
-    hashes = dict(old.get("symbol_hashes") or {})
-    rows = dict(old["rows_per_symbol"])
+    histories = canonical_bars(planned.histories, check=False)
+    sizes = histories.groupby("symbol", sort=True).size()
+    starts = dict(zip(sizes.index, np.r_[0, np.cumsum(sizes.to_numpy())[:-1]]))
+    table = _to_arrow(histories, BAR_SCHEMA)  # one conversion, zero-copy slices per symbol
+    symbols = sorted(set(_symbols(previous)) | set(sizes.index))
+    hashes = dict(old.get("symbol_hashes") or {}) | symbol_hashes(histories)
+    rows = dict(old["rows_per_symbol"]) | {str(s): int(n) for s, n in sizes.items()}
     tag = fs.name(out).removeprefix(".tmp-")
     for symbol in symbols:
         src, dst = fs.join(previous, symbol_dir_name(symbol)), fs.join(out, symbol_dir_name(symbol))
         fs.makedirs(dst)
-        history = planned.histories.get(symbol)
-        files = _symbol_files(src) if fs.is_dir(src) else []
-        if history is None:  # untouched: the same files
+        files = _symbol_files(src) if symbol in old["rows_per_symbol"] else []
+        if symbol not in starts:  # untouched: the same files
             for f in files:
                 _link(fs.join(src, f), fs.join(dst, f))
             if symbol not in hashes:  # a manifest written before per-symbol hashes
                 hashes |= symbol_hashes(read_symbol_bars(previous, symbol))
             continue
-        history = canonical_bars(history, check=False)
+        history = table.slice(starts[symbol], int(sizes[symbol]))
         added = planned.extended.get(symbol)
         if added is not None and files and len(files) < MAX_FILES_PER_SYMBOL:
             for f in files:
                 _link(fs.join(src, f), fs.join(dst, f))
             if added:
-                _write_parquet(_to_arrow(history.iloc[-added:], BAR_SCHEMA), fs.join(dst, f"{APPENDED_PREFIX}{tag}.parquet"))
+                _write_parquet(history.slice(history.num_rows - added), fs.join(dst, f"{APPENDED_PREFIX}{tag}.parquet"))
         else:
-            _write_parquet(_to_arrow(history, BAR_SCHEMA), fs.join(dst, DATA_FILE))
-        hashes |= symbol_hashes(history)
-        rows[symbol] = len(history)
+            _write_parquet(history, fs.join(dst, DATA_FILE))
     previous_rejected = _read_table(fs.join(previous, REJECTED)).to_pandas()
     new_rejected = planned.rejected.reindex(columns=list(REJECTED_COLUMNS))
     rejected = pd.concat([previous_rejected, new_rejected], ignore_index=True) if len(new_rejected) else previous_rejected
     _write_parquet(_to_arrow(rejected, REJECTED_SCHEMA), fs.join(out, REJECTED))
-    firsts = [planned.histories[s]["date"].min() for s in planned.histories if len(planned.histories[s])]
-    lasts = [planned.histories[s]["date"].max() for s in planned.histories if len(planned.histories[s])]
+    firsts, lasts = [histories["date"].min()], [histories["date"].max()]
     counts = reason_counts(rejected)
     manifest = {
         "sources": list(dict.fromkeys([*old.get("sources", []), *planned.sources])),
