@@ -8,12 +8,14 @@ oracle IC is the generator's (what the planted signal allows). A bad-tick univer
 with a few x100 prints in the training period, ingested as a user's file, checks that training shrugs them off.
 
     python benchmarks/bench_skill.py all [--quick] [--out skill.jsonl]   # every universe, then the table
-    python benchmarks/bench_skill.py run --strength 0.1 --seed 0 [--bad-ticks] [--quick | --symbols N --days N] --out skill.jsonl
+    python benchmarks/bench_skill.py run --strength 0.1 --seed 0 [--bad-ticks] [--quick | --symbols N --days N] \
+        [--set train.lr=0.001 ...] --out skill.jsonl
     python benchmarks/bench_skill.py table skill.jsonl
 
 ``run`` appends one JSON line per universe, so the runs can be spread over time (or machines) and ``table``
-reads them back; each run's test predictions are kept (``--keep-predictions``) for a closer look at the members
-and the combiner. This is a printed table, not a timed test.
+reads them back; ``--set`` overrides a setting (a dotted key, a YAML value; recorded in the row) for an
+experiment against the shipped defaults; each run's test predictions are kept (``--keep-predictions``) for a
+closer look at the members and the combiner. This is a printed table, not a timed test.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 STRENGTHS = (0.05, 0.1, 0.0)
 SEEDS = (0, 1, 2)
@@ -50,13 +53,14 @@ def universe_size(quick: bool, days: int | None = None, symbols: int | None = No
     return size | ({"n_days": days} if days else {}) | ({"n_symbols": symbols} if symbols else {})
 
 
-def config(root: Path, strength: float, seed: int, quick: bool, files: Path | None = None, size: dict | None = None):
-    from raycast.config import parse_config
+def config(root: Path, strength: float, seed: int, quick: bool, files: Path | None = None, size: dict | None = None,
+           overrides: dict | None = None):
+    from raycast.config import parse_config, set_by_path
 
     universe = (size or universe_size(quick)) | {"signal_strength": strength, "seed": seed}
     source = {"source": "files", "files": {"path": str(files)}} if files else {"source": "synthetic"}
     train = TRAIN | ({"epochs": 3, "max_steps_per_epoch": 60} if quick else {}) | {"seed": seed}
-    return parse_config({
+    data = {
         "storage": str(root / "store"),
         "ray": {"num_cpus": 4},  # logical: three 1-CPU trainers and Ray Data share the cores
         "ingest": source | {"synthetic": universe},
@@ -64,7 +68,10 @@ def config(root: Path, strength: float, seed: int, quick: bool, files: Path | No
         "train": train,
         "models": MODELS,
         "evaluate": {"mode": "split"},
-    })  # fmt: skip
+    }  # fmt: skip
+    for key, value in (overrides or {}).items():
+        set_by_path(data, key, value)
+    return parse_config(data)
 
 
 def with_bad_ticks(bars, n: int, seed: int):
@@ -78,7 +85,8 @@ def with_bad_ticks(bars, n: int, seed: int):
     return bars
 
 
-def run_one(strength: float, seed: int, bad_ticks: bool, size: dict, quick: bool = False, keep: Path | None = None) -> dict:
+def run_one(strength: float, seed: int, bad_ticks: bool, size: dict, quick: bool = False, keep: Path | None = None,
+            overrides: dict | None = None) -> dict:
     """Ingest, featurize, train and evaluate one universe; its test ICs. ``keep``: a folder where the run's test
     predictions (every member, the ensemble, the baselines, the target) are copied for a closer look."""
     from raycast.data.ingest import ingest
@@ -91,14 +99,14 @@ def run_one(strength: float, seed: int, bad_ticks: bool, size: dict, quick: bool
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cfg = config(root, strength, seed, quick, size=size)
+        cfg = config(root, strength, seed, quick, size=size, overrides=overrides)
         oracle = None
         if bad_ticks:
             universe = generate_synthetic(cfg.ingest.synthetic, cfg.features.label_delay)
             oracle = universe.oracle_ic
             path = root / "bars.parquet"
             with_bad_ticks(universe.bars, BAD_TICKS, seed).to_parquet(path)
-            cfg = config(root, strength, seed, quick, files=path, size=size)
+            cfg = config(root, strength, seed, quick, files=path, size=size, overrides=overrides)
         manifest = ingest(cfg)
         oracle = oracle if oracle is not None else manifest["synthetic"]["oracle_ic"]
         build_features(cfg)
@@ -124,7 +132,7 @@ def run_one(strength: float, seed: int, bad_ticks: bool, size: dict, quick: bool
         "head_kept": trained.spec["stacking"]["kept"],
         "stacking_ic": trained.spec["stacking"]["ic"],
         "seconds": round(time.perf_counter() - started, 1),
-    }
+    } | ({"overrides": overrides} if overrides else {})
     return row
 
 
@@ -186,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     one.add_argument("--quick", action="store_true")
     one.add_argument("--days", type=int, help="days of history (default: the full universe's)")
     one.add_argument("--symbols", type=int, help="symbols (default: the full universe's)")
+    one.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a setting (dotted key, YAML value), e.g. features.normalization=robust")
     one.add_argument("--out", type=Path, required=True)
     one.add_argument("--keep-predictions", type=Path, default=Path(tempfile.gettempdir()) / "bench_skill_predictions",
                      help="folder for each run's test predictions")  # fmt: skip
@@ -206,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     ]  # fmt: skip
     for strength, seed, bad in plan:
         size = universe_size(args.quick, getattr(args, "days", None), getattr(args, "symbols", None))
-        row = run_one(strength, seed, bad, size, args.quick, getattr(args, "keep_predictions", None))
+        overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in getattr(args, "set", []))}
+        row = run_one(strength, seed, bad, size, args.quick, getattr(args, "keep_predictions", None), overrides)
         row["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
         with args.out.open("a") as f:
             f.write(json.dumps(row) + "\n")
