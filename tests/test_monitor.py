@@ -83,12 +83,10 @@ def test_cli_exits_non_zero_only_when_a_rule_fires(logged):
 
     cfg, good, bad, _ = logged
     runner = CliRunner()
-    # 20 dates of 12 co-moving synthetic symbols are too few for the drift rule (slow features such as TRIX sit in
-    # a narrow band of their training range), so it is switched off here: this checks the Rank IC rule alone
-    no_drift = ["--set", "monitor.psi_threshold=1000"]
-    quiet = runner.invoke(app, ["monitor", "--storage", cfg.storage, "--version", good, *no_drift])
+    # both rules as configured: the drift rule must not fire on this stationary universe (see the drift test)
+    quiet = runner.invoke(app, ["monitor", "--storage", cfg.storage, "--version", good])
     assert quiet.exit_code == 0, quiet.output
-    fired = runner.invoke(app, ["monitor", "--storage", cfg.storage, *no_drift])
+    fired = runner.invoke(app, ["monitor", "--storage", cfg.storage])
     assert fired.exit_code == 1, fired.output
     assert f"ALERT {bad}: rolling 20-date Rank IC" in fired.stderr
     assert f"ALERT {good}" not in fired.stderr
@@ -112,17 +110,21 @@ def test_psi_is_zero_against_itself_and_large_for_a_shifted_feature(logged):
 def test_drift_rule_fires_when_recent_features_shift(logged, tmp_path):
     """Three features that were stable move far outside their training range: exactly they join the drifted set.
 
-    The rule is set to need every feature already drifted in the tiny universe's last 20 dates (slow ones such as
-    TRIX) plus three, so it stays quiet before the shift and fires after it.
+    On this stationary universe the last 20 dates already have many features with a PSI above 0.25 (slow ones such
+    as TRIX: 20 dates of 12 co-moving symbols are a narrow slice of the training range), yet no more than 20-date
+    windows of the training period itself show; those are not drifted and the rule, as configured, stays quiet.
     """
     cfg, good, _, _ = logged
     shutil.copytree(cfg.storage, tmp_path / "store")
     cfg = cfg.model_copy(update={"storage": str(tmp_path / "store")})
-    before = run_monitor(cfg, good).versions[good].psi
-    drifted = set(before[before > 0.25].index)
-    cfg = cfg.model_copy(update={"monitor": cfg.monitor.model_copy(update={"psi_features": len(drifted) + 3})})
-    assert run_monitor(cfg, good).versions[good].alerts == []
-    moved = list(before[before < 0.1].index[:3])
+    threshold = cfg.monitor.psi_threshold
+    before = run_monitor(cfg, good).versions[good]
+    above = set(before.psi[before.psi > threshold].index)
+    drifted = set(before.drifted(threshold).index)
+    assert len(above) >= 5 > cfg.monitor.psi_features > len(drifted)  # the raw threshold alone would fire
+    assert before.alerts == []
+    assert (before.psi_chance > threshold).sum() >= 5  # what chance gives inside the training period
+    moved = list(before.psi[before.psi < 0.1].index[:3])
     assert len(moved) == 3
     rows_dir = fs.join(model_features_dir(cfg.storage, load_spec(cfg.storage, good)), ROWS_DIR)
     files = sorted(rows_dir.glob("*.parquet"))
@@ -133,5 +135,19 @@ def test_drift_rule_fires_when_recent_features_shift(logged, tmp_path):
         frame.loc[late, moved] += 10 * frame[moved].std()
         frame.to_parquet(f, index=False)
     report = run_monitor(cfg, good).versions[good]
-    assert set(report.psi[report.psi > 0.25].index) == drifted | set(moved)
+    assert set(report.drifted(threshold).index) == drifted | set(moved)
     assert len(report.alerts) == 1 and f"{len(drifted) + 3} features drifted" in report.alerts[0]
+
+
+def test_window_psi_max_is_what_windows_of_the_series_reach():
+    from raycast.evaluate.drift import window_psi_max
+
+    rng = np.random.default_rng(0)
+    dates = np.repeat(pd.bdate_range("2024-01-01", periods=200).to_numpy(), 10)
+    iid = rng.standard_normal(len(dates))
+    slow = np.repeat(np.cumsum(rng.standard_normal(200)), 10) + 0.1 * iid  # a persistent feature, shared by all
+    assert window_psi_max(iid, dates, 20) < 0.25 < window_psi_max(slow, dates, 20)
+    day = pd.DatetimeIndex(dates)
+    by_hand = max(psi(slow, slow[(day >= day.unique()[i]) & (day <= day.unique()[i + 19])]) for i in range(0, 181, 5))
+    assert window_psi_max(slow, dates, 20) == pytest.approx(by_hand, rel=1e-9)
+    assert np.isnan(window_psi_max(iid[:100], dates[:100], 20))  # 10 dates: no window of 20

@@ -12,8 +12,12 @@ long-short quantile book (:func:`raycast.evaluate.backtest.long_short_backtest`,
 feature: the latest ``window`` dates of feature rows against the model's training period.
 
 Two rules flag a version: its latest rolling Rank IC band lies wholly below 0, or at least ``monitor.psi_features``
-features have a PSI above ``monitor.psi_threshold``. They are checked for the versions still being logged (whose
-newest prediction is the newest in the log) or for the one version asked for; older versions are reported only.
+features drifted: a PSI above ``monitor.psi_threshold`` and above the largest PSI that any stretch of ``window``
+dates of the training period shows against the whole of it (what a window reaches by chance: slow features and
+co-moving symbols put a few dates' rows in a narrow slice of the training range, so on a stationary 12-symbol
+universe most 20-date windows have a dozen features above 0.25). They are checked for the versions still being
+logged (whose newest prediction is the newest in the log) or for the one version asked for; older versions are
+reported only.
 """
 
 from __future__ import annotations
@@ -130,6 +134,14 @@ class VersionReport:
     psi: pd.Series
     alerts: list[str] = field(default_factory=list)
     checked: bool = False  # whether the rules were applied (still logged, or asked for)
+    psi_chance: pd.Series | None = None  # per feature: the largest PSI a training-period window shows by chance
+
+    def drifted(self, threshold: float) -> pd.Series:
+        """The PSI of the features that drifted (above ``threshold`` and above what chance gives), largest first."""
+        bound = threshold
+        if self.psi_chance is not None:
+            bound = np.maximum(threshold, self.psi_chance.reindex(self.psi.index).fillna(0.0))
+        return self.psi[self.psi > bound].sort_values(ascending=False)
 
     def latest(self, column: str) -> float:
         values = self.daily[column].dropna()
@@ -165,8 +177,9 @@ def _skill(frame: pd.DataFrame, horizon: int, mc: MonitorConfig, quantile: float
     return daily, summary
 
 
-def _drift(cfg: RaycastConfig, spec: dict) -> pd.Series:
-    """PSI per feature: the latest ``window`` dates of feature rows against the model's training period.
+def _drift(cfg: RaycastConfig, spec: dict) -> tuple[pd.Series, pd.Series]:
+    """PSI per feature: the latest ``window`` dates of feature rows against the model's training period; and
+    the largest PSI a stretch of ``window`` training dates shows against the training period.
 
     The recent rows come from the newest feature dataset when it holds the model's features (it is where new
     bars are featurized), else from the model's own dataset.
@@ -174,11 +187,15 @@ def _drift(cfg: RaycastConfig, spec: dict) -> pd.Series:
     from raycast.features.splits import Split
     from raycast.features.store import ROWS_DIR, current_features_dir, load_meta, read_feature_frame, read_training_rows
     from raycast.lineage import model_features_dir
-    from raycast.evaluate.drift import feature_psi
+    from raycast.evaluate.drift import feature_psi, window_psi_max
 
     features = list(spec["features"]["features"])
     own = model_features_dir(cfg.storage, spec)
-    train = read_training_rows(own, Split.from_json(spec["split"]), features).to_pandas()
+    train = read_training_rows(own, Split.from_json(spec["split"]), ["date", *features]).to_pandas()
+    dates = train["date"].to_numpy()
+    mc = cfg.monitor
+    chance = pd.Series({f: window_psi_max(train[f].to_numpy(), dates, mc.window, mc.psi_bins) for f in features},
+                       name="psi_chance", dtype=np.float64)  # fmt: skip
     try:
         current = current_features_dir(cfg.storage)
         recent_dir = current if set(features) <= set(load_meta(current).features) else own
@@ -188,7 +205,7 @@ def _drift(cfg: RaycastConfig, spec: dict) -> pd.Series:
     dates = pd.DatetimeIndex(pd.unique(pd.read_parquet(rows, columns=["date"], filesystem=filesystem)["date"]))
     since = dates.sort_values()[-cfg.monitor.window :][0].to_pydatetime()
     recent = read_feature_frame(recent_dir, filters=[("date", ">=", since)])
-    return feature_psi(train, recent, features, cfg.monitor.psi_bins)
+    return feature_psi(train, recent, features, cfg.monitor.psi_bins), chance
 
 
 def _rules(report: VersionReport, mc: MonitorConfig) -> list[str]:
@@ -200,11 +217,12 @@ def _rules(report: VersionReport, mc: MonitorConfig) -> list[str]:
             f"rolling {mc.window}-date Rank IC {last['rank_ic_mean']:+.4f} is below 0 with confidence (band "
             f"{last['rank_ic_lo']:+.4f} .. {last['rank_ic_hi']:+.4f}, z={mc.confidence_z:g}) as of {rows.index[-1].date()}"
         )
-    drifted = report.psi[report.psi > mc.psi_threshold].sort_values(ascending=False)
+    drifted = report.drifted(mc.psi_threshold)
     if len(drifted) >= mc.psi_features:
         listed = ", ".join(f"{name} {value:.2f}" for name, value in drifted.head(8).items())
         alerts.append(
-            f"{len(drifted)} features drifted (PSI > {mc.psi_threshold:g}, the rule needs {mc.psi_features}): {listed}"
+            f"{len(drifted)} features drifted (PSI > {mc.psi_threshold:g} and above any {mc.window}-date window of "
+            f"the training period, the rule needs {mc.psi_features}): {listed}"
         )
     return alerts
 
@@ -237,7 +255,8 @@ def assess(cfg: RaycastConfig, version: str | None = None) -> MonitorResult:
         frame = join_labels(log, labels, delay + horizon)
         daily, summary = _skill(frame, horizon, cfg.monitor, cfg.evaluate.quantile)
         counts = {s: int((frame["status"] == s).sum()) for s in STATUSES}
-        report = VersionReport(v, daily, summary, counts, log["date"].max(), _drift(cfg, spec))
+        psi, chance = _drift(cfg, spec)
+        report = VersionReport(v, daily, summary, counts, log["date"].max(), psi, psi_chance=chance)
         report.checked = version is not None or report.last_date == newest
         if report.checked:
             report.alerts = _rules(report, cfg.monitor)
