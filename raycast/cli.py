@@ -252,6 +252,25 @@ def monitor(
 
 
 @app.command()
+def daily(
+    files: Annotated[list[str], typer.Argument(help="The day's new bars: file(s) or per-symbol directories.")],
+    config: ConfigOpt = None,
+    storage: StorageOpt = None,
+    retrain: Annotated[
+        bool | None, typer.Option("--retrain/--no-retrain", help="Retrain a candidate when a decay rule fires.")
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """The trading day: append, incremental features, score the new dates, monitor; on decay retrain a candidate
+    and roll it out only if it beats the served version out of sample."""
+    from raycast.daily import run_daily
+
+    cfg = _load(config, set_, storage=storage, **{"daily.retrain_on_decay": retrain})
+    summary = _run(run_daily, cfg, files)
+    typer.echo(f"summary: {summary['summary_file']}")
+
+
+@app.command()
 def pipeline(config: ConfigOpt = None, storage: StorageOpt = None, set_: SetOpt = None) -> None:
     """Ingest, features, train, evaluate (and tune if configured) in one go."""
     from raycast.pipeline import run_pipeline

@@ -34,6 +34,16 @@ class SyntheticConfig(Strict):
     start: dt.date = dt.date(2015, 1, 2)
     n_sectors: int = Field(4, ge=1)
     signal_strength: float = Field(0.15, ge=0.0, le=1.0, description="0 gives a market with nothing to predict")
+    signal_change: dt.date | None = Field(
+        None, description="from this date on the planted signal has strength signal_strength_after (a regime change)"
+    )
+    signal_strength_after: float = Field(
+        0.0,
+        ge=-1.0,
+        le=1.0,
+        description="strength from signal_change on: 0 switches the signal off, a negative one reverses it (the same "
+        "pattern now predicts the opposite move)",
+    )
     bounce_bps: float = Field(0.0, ge=0, le=500, description="bid-ask bounce: noise on each printed close, in bps")
     messy: bool = Field(
         False, description="plant real-file oddities (late listings, halts, splits, odd tickers...): raycast.data.messy"
@@ -440,7 +450,9 @@ class TuneConfig(Strict):
 
 
 class ServeConfig(Strict):
-    version: str | None = Field(None, description="registry version to serve; None = the newest")
+    version: str | None = Field(
+        None, description="registry version to serve; None: the served one (registry/served.json), else the newest"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     replicas: int = Field(1, ge=1)
@@ -501,6 +513,25 @@ class MonitorConfig(Strict):
     psi_bins: int = Field(10, ge=2, le=100, description="quantile bins of the training period the PSI compares")
 
 
+class DailyConfig(Strict):
+    """`raycast daily`: one trading day's cycle, and what it does when a decay rule fires."""
+
+    retrain_on_decay: bool = Field(True, description="train and compare a candidate when a monitor rule fires")
+    recent_days: int | None = Field(
+        None,
+        ge=5,
+        description="the recent window: the candidate's test period, where it and the served model are both scored "
+        "out of sample; None: monitor.window",
+    )
+    val_days: int = Field(60, ge=5, description="the candidate's validation period, ending an embargo before the window")
+    min_improvement: float = Field(
+        0.0,
+        ge=0,
+        description="roll the candidate out only when its daily Rank IC on the recent window beats the served "
+        "model's by more than this with confidence (the band of the mean per-date difference, monitor.confidence_z)",
+    )
+
+
 class RayConfig(Strict):
     address: str | None = Field(None, description="None starts a local Ray; 'auto' joins a running cluster")
     num_cpus: int | None = None
@@ -523,6 +554,7 @@ class RaycastConfig(Strict):
     serve: ServeConfig = ServeConfig()
     pipeline: PipelineConfig = PipelineConfig()
     monitor: MonitorConfig = MonitorConfig()
+    daily: DailyConfig = DailyConfig()
 
     @field_validator("storage")
     @classmethod

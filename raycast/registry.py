@@ -7,6 +7,7 @@ dataset versions it was trained on (see :mod:`raycast.lineage`).
 
     registry/<version>/model.json
     registry/<version>/weights/{lstm,cnn,attention,ensemble_head}.pt
+    registry/served.json          the served version, once one is chosen (see :func:`set_served`)
 
 Locally a version is written into a temp directory renamed into place. On an object store (no rename) the weights
 are written first and ``model.json`` last: a version is listed only once its ``model.json`` exists.
@@ -79,11 +80,33 @@ def update_metrics(storage: str, version: str, metrics: dict) -> None:
     fs.write_text(path, json.dumps(spec, indent=2, default=str))
 
 
+SERVED = "served.json"
+
+
+def served_version(storage: str) -> str | None:
+    """The version chosen to be served (``registry/served.json``), or None while none was chosen."""
+    path = fs.join(registry_dir(storage), SERVED)
+    return json.loads(fs.read_text(path))["version"] if fs.is_file(path) else None
+
+
+def set_served(storage: str, version: str, reason: str = "") -> None:
+    """Make ``version`` the served one: what a configuration without ``serve.version`` serves and scores from now
+    on. A candidate registered later is not served until it is chosen here."""
+    version = resolve_version(storage, version)
+    record = {"version": version, "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "reason": reason}
+    fs.write_text(fs.join(registry_dir(storage), SERVED), json.dumps(record, indent=2))
+
+
 def resolve_version(storage: str, version: str | None = None) -> str:
+    """``version`` checked against the registry; None: the served version (:func:`set_served`), or the newest
+    while none was chosen; ``"latest"``: the newest."""
     versions = [v["version"] for v in list_versions(storage)]
     if not versions:
         raise FileNotFoundError(f"no trained model in {fs.display(registry_dir(storage))}: run `raycast train` first")
-    if version is None or version == "latest":
+    if version is None:
+        served = served_version(storage)
+        version = served if served in versions else "latest"
+    if version == "latest":
         return versions[-1]
     if version not in versions:
         raise FileNotFoundError(f"unknown model version {version!r}; known: {', '.join(versions)}")

@@ -20,6 +20,8 @@ tradable label.
   ``0.5 tanh(log(volume_t / mean volume of last 20 days)) sign(r_t)``, divided by a constant so it has roughly
   unit standard deviation.
 * ``c`` is chosen from ``signal_strength`` so the oracle IC is close to it; strength 0 gives ``mu = 0``.
+  With ``signal_change`` set, ``c`` is chosen from ``signal_strength_after`` for the dates from it on: 0 switches
+  the signal off there (``mu = 0``), a negative strength reverses it (``c < 0``: the same pattern, opposite move).
 
 The oracle IC (the expected per-date cross-sectional Pearson correlation between ``mu_t`` and ``r_{t+d+1}``,
 averaged over dates) is computed semi-analytically: for every date the generator's own ``mu_t``, ``sigma_t``,
@@ -124,9 +126,13 @@ def _signal_scale(s: float, p: _Params, k: int) -> float:
 
 
 def _simulate(
-    p: _Params, c: float, rng: np.random.Generator, t_total: int, k: int, delay: int
+    p: _Params, c: float, rng: np.random.Generator, t_total: int, k: int, delay: int,
+    change: tuple[int, float] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run the recursion day by day, vectorized over symbols; returns (t_total, n) arrays."""
+    """Run the recursion day by day, vectorized over symbols; returns (t_total, n) arrays.
+
+    ``change`` = (t, c'): from step t on the planted component is scaled by c' instead of c.
+    """
     n = len(p.beta)
     # Every shock is drawn up front, so the same seed gives the same shocks at any signal strength.
     m = rng.standard_normal(t_total) * p.sigma_m
@@ -142,6 +148,8 @@ def _simulate(
     omega = p.h_bar * (1 - GARCH_ALPHA - GARCH_BETA)
     for t in range(t_total):
         sig = np.sqrt(h[t])
+        if change is not None and t == change[0]:
+            c = change[1]
         if c:
             ret5 = r[max(0, t - 4) : t + 1].sum(axis=0)
             vratio = vol[t] / vol[max(0, t - 19) : t + 1].mean(axis=0)
@@ -233,11 +241,16 @@ def generate_synthetic(cfg: SyntheticConfig, label_delay: int = 1) -> SyntheticU
     )
     p = _draw_params(param_rng, n, k)
     c = _signal_scale(cfg.signal_strength, p, k)
-    sim = _simulate(p, c, path_rng, BURN_IN + n_days, k, label_delay)
+    dates = pd.bdate_range(start=pd.Timestamp(cfg.start), periods=n_days)
+    change, switch = None, n_days
+    if cfg.signal_change is not None:
+        switch = int(dates.searchsorted(pd.Timestamp(cfg.signal_change)))
+        after = cfg.signal_strength_after
+        change = (BURN_IN + switch, float(np.sign(after)) * _signal_scale(abs(after), p, k))
+    sim = _simulate(p, c, path_rng, BURN_IN + n_days, k, label_delay, change)
 
     width = max(3, len(str(n - 1)))
     symbols = [f"SYN{i:0{width}d}" for i in range(n)]
-    dates = pd.bdate_range(start=pd.Timestamp(cfg.start), periods=n_days)
     bars = canonical_bars(_long(_ohlcv(p, sim, ohlc_rng, cfg.bounce_bps / 1e4, bounce_rng), symbols, dates))
     mu = sim["mu"][BURN_IN:]
     expected = _long({"mu": mu}, symbols, dates)
@@ -245,6 +258,17 @@ def generate_synthetic(cfg: SyntheticConfig, label_delay: int = 1) -> SyntheticU
     # return, so they are left out of the oracle IC like they are of any realized IC.
     h = sim["h"][BURN_IN:]
     oracle_ic, draws = _oracle_ic(mu[: n_days - 1 - label_delay], h[label_delay : n_days - 1], p, k, oracle_rng)
+    regimes = {}
+    if change is not None:  # each regime's own oracle IC (the dates of mu that have a return)
+        last = n_days - 1 - label_delay
+        cut = min(switch, last)
+        regimes = {
+            "signal_change": dates[min(switch, n_days - 1)].date().isoformat(),
+            "signal_strength_after": cfg.signal_strength_after,
+            "signal_scale_after": change[1],
+            "oracle_ic_before": _oracle_ic(mu[:cut], h[label_delay : label_delay + cut], p, k, oracle_rng)[0],
+            "oracle_ic_after": _oracle_ic(mu[cut:last], h[label_delay + cut : n_days - 1], p, k, oracle_rng)[0],
+        }
 
     info = {
         "generator": "raycast.data.synthetic/1",
@@ -259,6 +283,7 @@ def generate_synthetic(cfg: SyntheticConfig, label_delay: int = 1) -> SyntheticU
         "signal_scale": c,
         "oracle_ic": oracle_ic,
         "oracle_ic_draws_per_date": draws,
+        **regimes,
         "sectors": {sym: int(sec) for sym, sec in zip(symbols, p.sector, strict=True)},
     }
     return SyntheticUniverse(bars=bars, expected_return=expected, oracle_ic=oracle_ic, info=info)
