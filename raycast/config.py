@@ -486,6 +486,17 @@ class ServeConfig(Strict):
         "workers at 15, behind everything else on the node",
     )
     predict_concurrency: int = Field(1, ge=1, description="model actors scoring in `raycast predict`")
+    reload_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description="each ingress replica checks the published feature version this often and, when a new one fits "
+        "the served model, swaps its stored rows in without a redeploy; 0: serve the model's own feature dataset",
+    )
+    prediction_log: bool = Field(
+        True, description="append every served and batch-scored prediction to <storage>/predictions/<version>/"
+    )
+    log_flush_rows: int = Field(1000, ge=1, description="prediction log: write a file once this many rows wait")
+    log_flush_s: float = Field(5.0, gt=0, description="prediction log: write what waits at least this often")
 
 
 class PipelineConfig(Strict):

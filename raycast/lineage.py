@@ -2,8 +2,10 @@
 
 A registry version records under ``features`` the feature dataset it was trained on (``features_version``), that
 dataset's feature spec version, window and horizon, and the market data version its features were computed from
-(``market_version``). Evaluating, serving and batch-scoring a version read that dataset, never the current one:
-rebuilding features with another horizon or window leaves an older model's metrics and answers unchanged.
+(``market_version``). Evaluating a version reads that dataset, never the current one: rebuilding features leaves
+an older model's metrics unchanged. Serving and batch-scoring read the newest dataset built with the same feature
+settings (:mod:`raycast.serve.live_features`), so days appended since training are scored; one built with another
+horizon or window is never used.
 Publishing a new feature or market dataset never prunes a version a registered model names.
 
 Versions registered without ``features_version`` predate lineage: they are read from the current feature dataset,

@@ -71,7 +71,8 @@ def served_answers(cfg, version: str) -> list[dict]:
 def batch_signal(cfg, tmp_path, name: str) -> pd.DataFrame:
     from raycast.serve.offline import predict_universe
 
-    return pd.read_parquet(predict_universe(cfg, output=str(tmp_path / f"{name}.parquet"))["output"])
+    signal = pd.read_parquet(predict_universe(cfg, output=str(tmp_path / f"{name}.parquet"))["output"])
+    return signal.drop(columns="predicted_at")  # when it was scored: not what was scored
 
 
 @pytest.fixture(scope="module")

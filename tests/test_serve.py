@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import threading
@@ -24,6 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from raycast import fs
 from raycast.features.spec import compute_symbol_features
 from raycast.features.store import FeatureBlocks, current_features_dir, read_feature_frame
 from raycast.features.windows import cut_windows, window_ends
@@ -179,13 +181,18 @@ def test_serve_forever_runs_until_interrupted(registered_model, ray_session):
 
 
 @pytest.fixture(scope="module")
-def served(registered_model, ray_session):
+def served(registered_model, ray_session, tmp_path_factory):
     from ray import serve
 
     from raycast.serve.run import start_app
 
-    # With a wait, the base models batch with @serve.batch; the direct-ingress app below runs the default.
-    cfg = with_serve(registered_model, api_key=KEY, max_body_bytes=200_000, batch_wait_timeout_s=0.002)
+    # A copy of the registered storage: a test below appends market days to it while the app serves.
+    storage = tmp_path_factory.mktemp("served") / "store"
+    shutil.copytree(registered_model.storage, storage, ignore=shutil.ignore_patterns("predictions"))
+    # With a wait, the base models batch with @serve.batch; the direct-ingress app below runs the default. New
+    # feature datasets are looked for and the prediction log written every fraction of a second.
+    cfg = with_serve(registered_model.model_copy(update={"storage": str(storage)}), api_key=KEY, max_body_bytes=200_000,
+                     batch_wait_timeout_s=0.002, reload_interval_s=0.25, log_flush_s=0.2)  # fmt: skip
     start_app(cfg)
     with httpx.Client(base_url=f"http://127.0.0.1:{cfg.serve.port}", headers={"X-API-Key": KEY}, timeout=120) as client:
         yield cfg, client
@@ -195,7 +202,9 @@ def served(registered_model, ray_session):
 def test_health_models_symbols_and_docs(served):
     cfg, client = served
     health = httpx.get(f"http://127.0.0.1:{cfg.serve.port}/v1/health").json()  # no key needed
-    assert health == {"status": "ok", "model_version": cfg.serve.version, "symbols": 12}
+    latest = client.get("/v1/symbols").json()["symbols"][0]["last"]
+    assert health == {"status": "ok", "model_version": cfg.serve.version, "symbols": 12,
+                      "features_version": fs.name(current_features_dir(cfg.storage)), "latest_date": latest}  # fmt: skip
     models = client.get("/v1/models").json()
     assert models["version"] == cfg.serve.version and models["members"] == ["lstm", "cnn", "attention"]
     assert models["training_range"]["start"] < models["training_range"]["end"] and models["candles_needed"] == 90
@@ -366,7 +375,89 @@ def test_predict_universe_equals_http(served, tmp_path):
     assert summary["rows"] == 12 * 5 and summary["date_min"] == str(days[0])
 
 
+def wait_for(condition, what: str, timeout: float = 60.0):
+    """Poll ``condition()`` until it returns something truthy (returned); fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {timeout:g} s")
+        time.sleep(0.05)
+    return value
+
+
+def test_prediction_log_holds_every_answer(served):
+    """Stored, as_of, batch and candle answers are logged as the API gave them, in files the monitor reads."""
+    from raycast.evaluate.monitor import read_prediction_log
+    from raycast.serve.prediction_log import CANDLES_DIR
+
+    cfg, client = served
+    first = client.get("/v1/symbols").json()["symbols"][1]["first"]
+    answers = {
+        "predict": [client.post("/v1/predict", json={"symbol": "SYN001", "as_of": first}).json(),
+                    client.post("/v1/predict", json={"symbol": "SYN002"}).json()],
+        "batch": client.post("/v1/predict/batch", json={"symbols": ["SYN003", "SYN004"]}).json()["predictions"],
+        "candles": [client.post("/v1/predict", json={"symbol": "XYZ", "candles": candles_of(cfg, "SYN005", 120)}).json()],
+    }  # fmt: skip
+    directory = Path(cfg.storage) / "predictions" / cfg.serve.version
+
+    def logged() -> dict | None:
+        """The newest log row per (symbol, date, source), once every answer's is there."""
+        files = sorted([*directory.glob("served-*.parquet"), *(directory / CANDLES_DIR).glob("served-*.parquet")])
+        rows = {(r["symbol"], str(r["date"].date()), r["source"]): r
+                for f in files for r in pd.read_parquet(f).to_dict("records")}  # fmt: skip
+        return rows if all((a["symbol"], a["as_of"], s) in rows for s, group in answers.items() for a in group) else None
+
+    rows = wait_for(logged, "log rows of the answers")
+    for source, group in answers.items():
+        for a in group:
+            row = rows[(a["symbol"], a["as_of"], source)]
+            assert row["model_version"] == a["model_version"] == cfg.serve.version
+            assert row["predicted_at"].tzname() == "UTC" and row["prediction"] == a["prediction"]
+            for name in ("lstm", "cnn", "attention"):
+                assert row[f"base_{name}"] == a["base_predictions"][name] and row[f"weight_{name}"] == a["weights"][name]
+            assert row["features_version"] == (None if source == "candles" else fs.name(current_features_dir(cfg.storage)))
+    monitor = read_prediction_log(cfg.storage, cfg.serve.version).set_index(["symbol", "date"])["prediction"]
+    for a in answers["predict"] + answers["batch"]:
+        np.testing.assert_allclose(monitor[(a["symbol"], pd.Timestamp(a["as_of"]))], a["prediction"], **TOL)
+    assert "XYZ" not in monitor.index.get_level_values("symbol")  # candles' history is the client's: not monitored
+
+
 # ------------------------------------------------------------------------- changing the running app
+
+
+def test_new_market_days_are_served_without_a_redeploy(served, tmp_path):
+    """`raycast ingest --append` and `raycast features --incremental` while clients keep requesting: no request
+    fails, and the answers move to the new latest date, equal to the offline predictor's on the new rows."""
+    from raycast.data.ingest import append_bars
+    from raycast.data.store import read_bars
+    from raycast.features.incremental import update_features
+
+    cfg, client = served
+    old = client.get("/v1/health").json()
+    bars = read_bars(cfg.storage)
+    days = pd.bdate_range(bars["date"].max() + pd.offsets.BDay(1), periods=3)
+    new = bars.sort_values(["symbol", "date"]).groupby("symbol").tail(len(days)).copy()  # the last days again, later
+    new["date"] = np.tile(days, new["symbol"].nunique())
+    new[["open", "high", "low", "close"]] *= 1.01
+    new[["symbol", "date", "open", "high", "low", "close", "volume"]].to_parquet(tmp_path / "days.parquet", index=False)
+    latest = str(days[-1].date())
+    with Load(entry(cfg)) as load:
+        load.wait_until(lambda ld: ld.ok >= ANSWERS, f"{ANSWERS} answers before the new days")
+        assert append_bars(cfg, str(tmp_path / "days.parquet"))["published"]
+        assert update_features(cfg)["published"]
+        load.wait_until(lambda ld: sum(b["as_of"] == latest for _, b in ld.versions) >= ANSWERS, f"{ANSWERS} answers for {latest}")
+    assert load.failed == []
+    assert {body["as_of"] for _, body in load.versions} == {old["latest_date"], latest}
+    health = client.get("/v1/health").json()
+    assert health["latest_date"] == latest and health["model_version"] == old["model_version"]
+    assert health["features_version"] == fs.name(current_features_dir(cfg.storage)) != old["features_version"]
+    expected = cache(lambda i: offline(cfg, cfg.serve.version, f"SYN00{i}"))
+    for i, body in load.versions:
+        if body["as_of"] == latest:
+            assert expected(i)[1] == latest
+            assert_matches(body, expected(i)[0])
+
+
 
 
 class Targets:

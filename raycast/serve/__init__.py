@@ -12,4 +12,6 @@ Around it:
     app.py           ServeArgs and build_app, the typed builder serve_config.yaml points at
     run.py           ``raycast serve``: start the application, say where it answers, stop it cleanly
     offline.py       offline scoring of the whole universe with Ray Data (``raycast predict``)
+    live_features.py which feature dataset a model can be fed, and the replica's watcher that swaps in new days
+    prediction_log.py every answer logged as Parquet, off the request path, where ``raycast monitor`` reads it
 """

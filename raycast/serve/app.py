@@ -69,6 +69,12 @@ class ServeArgs(BaseModel):
     direct_ingress: bool = Field(False, description="ingress replicas serve HTTP on their own ports, not via the proxy")
     draining_period_s: float = Field(2.0, ge=0, description="direct ingress: a stopping ingress replica answers this long")
     worker_niceness: int = Field(0, ge=0, le=19, description="nice value of the serving processes (Ray's default: 15)")
+    reload_interval_s: float = Field(
+        30.0, ge=0, description="check for a newer feature dataset this often (0: serve the model's own dataset)"
+    )
+    prediction_log: bool = Field(True, description="log every answer under <storage>/predictions/<version>/")
+    log_flush_rows: int = Field(1000, ge=1, description="prediction log: write once this many rows wait")
+    log_flush_s: float = Field(5.0, gt=0, description="prediction log: write what waits at least this often")
 
     @classmethod
     def from_config(cls, cfg: RaycastConfig) -> "ServeArgs":
@@ -78,7 +84,8 @@ class ServeArgs(BaseModel):
             max_batch_size=s.max_batch_size, batch_wait_timeout_s=s.batch_wait_timeout_s,
             max_concurrent_batches=s.max_concurrent_batches, max_ongoing_requests=s.max_ongoing_requests, torch_threads=s.torch_threads, api_key=s.api_key,
             max_body_bytes=s.max_body_bytes, direct_ingress=s.direct_ingress, draining_period_s=s.draining_period_s,
-            worker_niceness=s.worker_niceness,
+            worker_niceness=s.worker_niceness, reload_interval_s=s.reload_interval_s, prediction_log=s.prediction_log,
+            log_flush_rows=s.log_flush_rows, log_flush_s=s.log_flush_s,
         )  # fmt: skip
 
 
@@ -124,6 +131,7 @@ def build_app(args: ServeArgs) -> Application:
         storage, version, bases, args.max_batch_size, args.max_concurrent_batches, args.torch_threads
     )
     return Ingress.options(name="ingress", ray_actor_options=cpu_only, **common).bind(
-        storage, version, ensemble, args.api_key, args.max_body_bytes, args.max_batch_size, args.max_concurrent_batches
+        storage, version, ensemble, args.api_key, args.max_body_bytes, args.max_batch_size, args.max_concurrent_batches,
+        args.reload_interval_s, args.prediction_log, args.log_flush_rows, args.log_flush_s,
     )
 

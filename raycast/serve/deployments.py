@@ -28,6 +28,8 @@ from raycast.registry import HEAD, Predictor, build_base, load_spec, load_weight
 from raycast.serve.coalescer import Coalescer
 from raycast.serve.feature_rows import StoredFeatures
 from raycast.serve.http_api import PredictionService, Unavailable, create_api
+from raycast.serve.live_features import LiveFeatures
+from raycast.serve.prediction_log import PredictionLog
 
 log = logging.getLogger("ray.serve")
 
@@ -36,18 +38,36 @@ PASSES_PER_CALL = 16  # a base-model call carries up to this many forward passes
 
 
 class IngressServer:
-    """The HTTP API: stored features cached in memory, candles featurized here, scores from the ensemble."""
+    """The HTTP API: stored features cached in memory, candles featurized here, scores from the ensemble.
+
+    With ``reload_interval_s`` the stored rows follow newly published feature datasets (:mod:`.live_features`);
+    with ``prediction_log`` every answer is logged off the request path (:mod:`.prediction_log`).
+    """
 
     def __init__(self, storage: str, version: str, ensemble: DeploymentHandle, api_key: str | None,
-                 max_body_bytes: int, max_batch_size: int, max_concurrent_batches: int):  # fmt: skip
+                 max_body_bytes: int, max_batch_size: int, max_concurrent_batches: int, reload_interval_s: float = 0.0,
+                 prediction_log: bool = False, log_flush_rows: int = 1000, log_flush_s: float = 5.0):  # fmt: skip
         spec = load_spec(storage, version)
         self.version = version
         self.ensemble = Route(ensemble)
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
         self.batcher = Coalescer(self._score_many, max_batch_size * PASSES_PER_CALL, max_concurrent_batches, size=len)
-        self.service = PredictionService(spec, StoredFeatures.load(storage, spec), self.batcher.submit)
+        self.live = LiveFeatures(storage, spec, reload_interval_s, on_swap=self._use_features)
+        self.log = PredictionLog(storage, version, log_flush_rows, log_flush_s) if prediction_log else None
+        self.service = PredictionService(spec, self.live.features, self.batcher.submit, self.log.add if self.log else None)
         self.service.candles.warm_up()
+        self.live.start()
+
+    def _use_features(self, features: StoredFeatures) -> None:
+        self.service.features = features  # one assignment: requests in flight keep the rows they read
+
+    def __del__(self):
+        # Serve calls this once the replica has drained: no request adds rows after the last flush.
+        if hasattr(self, "live"):
+            self.live.stop()
+        if getattr(self, "log", None) is not None:
+            self.log.close()
 
     async def _score_many(self, items: list[np.ndarray]) -> list[dict]:
         # Concurrent requests share one ensemble call: one handle round trip for many HTTP requests.

@@ -3,10 +3,10 @@
 Both roads end in :func:`raycast.features.windows.cut_windows`, the function training and evaluation use, so
 served inputs cannot drift from trained ones.
 
-- :class:`StoredFeatures`: a replica loads the feature dataset the served model was trained on (not necessarily
-  the current one) at start, normalizes it with the model's statistics (the ones training used) and keeps, per
-  symbol, the rows that end a full window. A request for (symbol, as_of) is then a dict lookup and a binary
-  search.
+- :class:`StoredFeatures`: a replica loads a feature dataset the served model can be fed (its own, or a newer one
+  built with the same settings: :mod:`raycast.serve.live_features`), normalizes it with the model's statistics
+  (the ones training used) and keeps, per symbol, the rows that end a full window. A request for (symbol, as_of)
+  is then a dict lookup and a binary search.
 - :class:`CandleFeaturizer`: candles sent in a request go through the ingest validator (``validate_bars``), the
   feature spec (``compute_symbol_features``), the model's normalizer and ``cut_windows``: the same four steps a
   stored window went through. Indicators such as EMAs depend on all earlier bars, so a prediction from candles
@@ -64,6 +64,8 @@ class StoredFeatures:
         }
         self.symbols: list[str] = sorted(self._index)
         self.skipped = dict(skipped or {})  # symbols the feature stage could not featurize, with the reason
+        self.version: str | None = None  # the feature dataset's version, when loaded from one
+        self.latest: dt.date | None = _to_date(dates.max()) if len(dates) else None  # newest date any symbol has
 
     @classmethod
     def load(cls, storage: str, spec: dict, since: dt.date | None = None, features_dir: fs.Location | None = None) -> StoredFeatures:
@@ -77,7 +79,9 @@ class StoredFeatures:
             filters = [("date", ">=", start.to_pydatetime())]
         frame = read_feature_frame(features_dir, filters=filters)
         skipped = json.loads(fs.read_text(fs.join(features_dir, "meta.json"))).get("skipped", {})
-        return cls(frame, Normalizer.from_json(spec["features"]["normalizer"]), window, skipped)
+        stored = cls(frame, Normalizer.from_json(spec["features"]["normalizer"]), window, skipped)
+        stored.version = fs.name(features_dir)
+        return stored
 
     def __contains__(self, symbol: str) -> bool:
         return symbol in self._index

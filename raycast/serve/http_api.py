@@ -122,6 +122,8 @@ class Health(BaseModel):
     status: str
     model_version: str
     symbols: int
+    features_version: str | None = Field(None, description="the feature dataset stored-feature predictions come from")
+    latest_date: dt.date | None = Field(None, description="the newest date a stored-feature prediction can be for")
 
 
 class SymbolInfo(BaseModel):
@@ -154,6 +156,9 @@ Scores = dict
 
 ScoreFn = Callable[[np.ndarray], Awaitable[Scores]]
 
+LogFn = Callable[[list[dict], str, str | None], None]
+"""Receives each answer's rows, where they came from (``predict``, ``candles``, ``batch``) and the feature version."""
+
 
 def score_rows(scores: Scores, symbols: list[str], dates: list[dt.date]) -> list[dict]:
     """One response row per window, in input order (plain floats: JSON has no float32)."""
@@ -177,11 +182,13 @@ def score_rows(scores: Scores, symbols: list[str], dates: list[dt.date]) -> list
 class PredictionService:
     """The API's logic over one model version's stored features and candle featurizer."""
 
-    def __init__(self, spec: dict, features: StoredFeatures, score: ScoreFn):
+    def __init__(self, spec: dict, features: StoredFeatures, score: ScoreFn, log: LogFn | None = None):
         self.spec = spec
+        # Replaced whole when a newer feature dataset is loaded: a request reads it once and keeps its copy.
         self.features = features
         self.candles = CandleFeaturizer(spec)
         self.score = score
+        self.log = log
 
     @property
     def version(self) -> str:
@@ -192,27 +199,36 @@ class PredictionService:
             candles = [c.model_dump() for c in req.candles]
             # Featurizing is pandas work of a few ms: off the event loop, so stored-feature requests keep flowing.
             windows, as_of = await asyncio.to_thread(self.candles.window_for, req.symbol, candles)
+            source, features_version = "candles", None
         else:
-            row, as_of = self.features.end_row(req.symbol, req.as_of)
-            windows = self.features.windows([row])
-        return score_rows(await self.score(windows), [req.symbol], [as_of])[0]
+            features = self.features
+            row, as_of = features.end_row(req.symbol, req.as_of)
+            windows = features.windows([row])
+            source, features_version = "predict", features.version
+        rows = score_rows(await self.score(windows), [req.symbol], [as_of])
+        if self.log is not None:
+            self.log(rows, source, features_version)
+        return rows[0]
 
     async def predict_batch(self, req: BatchRequest) -> dict:
-        symbols = self.features.symbols if req.symbols is None else list(dict.fromkeys(req.symbols))
-        unknown = [s for s in symbols if s not in self.features]
+        features = self.features
+        symbols = features.symbols if req.symbols is None else list(dict.fromkeys(req.symbols))
+        unknown = [s for s in symbols if s not in features]
         if unknown:
-            raise RequestError(404, self.features.unknown_message(unknown))
+            raise RequestError(404, features.unknown_message(unknown))
         rows, dates, found, skipped = [], [], [], []
         for symbol in symbols:
             try:
-                row, as_of = self.features.end_row(symbol, req.as_of)
+                row, as_of = features.end_row(symbol, req.as_of)
             except RequestError as err:  # not traded on as_of: skipped, like `raycast predict`
                 skipped.append({"symbol": symbol, "detail": err.detail})
                 continue
             rows.append(row)
             dates.append(as_of)
             found.append(symbol)
-        predictions = score_rows(await self.score(self.features.windows(rows)), found, dates) if rows else []
+        predictions = score_rows(await self.score(features.windows(rows)), found, dates) if rows else []
+        if self.log is not None:
+            self.log(predictions, "batch", features.version)
         return {"model_version": self.version, "count": len(predictions), "predictions": predictions, "skipped": skipped}
 
     def model_info(self) -> dict:
@@ -234,10 +250,16 @@ class PredictionService:
             "code_version": spec.get("code_version"),
         }
 
+    def health(self) -> dict:
+        features = self.features
+        return {"status": "ok", "model_version": self.version, "symbols": len(features.symbols),
+                "features_version": features.version, "latest_date": features.latest}  # fmt: skip
+
     def symbols_info(self) -> dict:
         rows = []
-        for s in self.features.symbols:
-            first, last = self.features.date_range(s)
+        features = self.features
+        for s in features.symbols:
+            first, last = features.date_range(s)
             rows.append({"symbol": s, "first": first, "last": last})
         return {"count": len(rows), "symbols": rows}
 
@@ -320,7 +342,7 @@ def create_api(service: PredictionService, api_key: str | None = None, max_body_
 
     @v1.get("/health", response_model=Health)
     async def health() -> dict:
-        return {"status": "ok", "model_version": service.version, "symbols": len(service.features.symbols)}
+        return service.health()
 
     @guarded.post("/predict", response_model=Prediction)
     async def predict(req: PredictRequest) -> dict:

@@ -9,7 +9,6 @@ when the cluster has one.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import time
 
 import numpy as np
@@ -54,8 +53,13 @@ def _parse_date(value: str | dt.date | None, what: str) -> dt.date | None:
 def predict_universe(cfg: RaycastConfig, date: str | None = None, end_date: str | None = None, output: str | None = None) -> dict:
     """Predict every stored symbol on ``date`` (default: the latest date) or every date up to ``end_date``.
 
-    Writes one Parquet file (``symbol, date, prediction, base_<model>, weight_<model>, model_version``) to
-    ``output`` or ``<storage>/predictions/<version>/<date>[_<end_date>].parquet``; returns a summary.
+    Writes one Parquet file (``symbol, date, prediction, base_<model>, weight_<model>, model_version``, and the
+    prediction log's ``predicted_at, source, features_version``) to ``output`` or
+    ``<storage>/predictions/<version>/<date>[_<end_date>].parquet``, the prediction log, which also gets a copy when
+    ``output`` is elsewhere (unless ``serve.prediction_log`` is off); returns a summary.
+
+    The feature dataset is the one serving reads: with ``serve.reload_interval_s`` the newest one the model can be
+    fed (:func:`~raycast.serve.live_features.newest_features_dir`), so the latest date is the latest published day.
     """
     import ray
 
@@ -64,12 +68,18 @@ def predict_universe(cfg: RaycastConfig, date: str | None = None, end_date: str 
     from raycast.registry import load_spec, resolve_version
     from raycast.runtime import init_ray
     from raycast.serve.feature_rows import StoredFeatures
+    from raycast.serve.live_features import newest_features_dir
+    from raycast.serve.prediction_log import log_dir, write_frame
 
     started = time.time()
     start, end = _parse_date(date, "--date"), _parse_date(end_date, "--end-date")
     version = resolve_version(cfg.storage, cfg.serve.version)
     spec = load_spec(cfg.storage, version)
-    features_dir = model_features_dir(cfg.storage, spec)  # what the model was trained on, not the newest build
+    # What serving reads: the model's own dataset, or a newer one built with the same settings.
+    if cfg.serve.reload_interval_s > 0:
+        features_dir = newest_features_dir(cfg.storage, spec)[0]
+    else:
+        features_dir = model_features_dir(cfg.storage, spec)
     index = StoredFeatures.load(cfg.storage, spec, since=start, features_dir=features_dir)
     if start is None:  # the newest date any symbol has
         start = max((index.date_range(s)[1] for s in index.symbols), default=None)
@@ -100,10 +110,14 @@ def predict_universe(cfg: RaycastConfig, date: str | None = None, end_date: str 
         num_gpus=gpus,
     )
     table = ds.to_pandas().sort_values(["date", "symbol"], ignore_index=True)
-    path = fs.location(output) if output else fs.join(
-        cfg.storage, "predictions", version, f"{start}.parquet" if start == end else f"{start}_{end}.parquet"
-    )
-    _write_atomically(table, path)
+    table["predicted_at"] = pd.Timestamp.now(tz="UTC")
+    table["source"] = "offline"
+    table["features_version"] = fs.name(features_dir)
+    logged = fs.join(log_dir(cfg.storage, version), f"{start}.parquet" if start == end else f"{start}_{end}.parquet")
+    path = fs.location(output) if output else logged
+    write_frame(table, path)  # a trading process polling for the file never reads a half-written one
+    if cfg.serve.prediction_log and fs.display(path) != fs.display(logged):
+        write_frame(table, logged)
     return {
         "output": fs.display(path),
         "model_version": version,
@@ -114,11 +128,3 @@ def predict_universe(cfg: RaycastConfig, date: str | None = None, end_date: str 
         "seconds": round(time.time() - started, 2),
     }
 
-
-def _write_atomically(table: pd.DataFrame, path: fs.Location) -> None:
-    # A trading process polling for the file must never read a half-written one: fs writes a local temp file and
-    # renames it into place, or PUTs the object in one request.
-    fs.makedirs(fs.parent(path))
-    buffer = io.BytesIO()
-    table.to_parquet(buffer, index=False)
-    fs.write_bytes(path, buffer.getvalue())
