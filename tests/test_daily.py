@@ -90,6 +90,7 @@ def market(ray_session, tmp_path_factory):
     return cfg, root, served, days, universe
 
 
+@pytest.mark.slow
 def test_daily_cycle_scores_quietly_then_notices_the_reversal_and_never_rolls_out_a_worse_model(market):
     from typer.testing import CliRunner
 
