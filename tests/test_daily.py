@@ -147,3 +147,30 @@ def test_daily_cycle_scores_quietly_then_notices_the_reversal_and_never_rolls_ou
 
     written = json.loads((root / "store" / "daily" / f"{days[-1].date()}.json").read_text())
     assert written["retrain"]["candidate"] == candidate and written["monitor"]["alerts"] == monitor["alerts"]
+
+
+def test_the_served_version_is_what_a_config_without_one_resolves_to(registered_model, tmp_path):
+    """Registering a candidate does not change what is served once a version was chosen; "latest" is the newest."""
+    import shutil
+    import time
+
+    from untrained_models import register_untrained_version
+
+    from raycast.daily import roll_out_serving
+    from raycast.registry import resolve_version, served_version, set_served
+
+    shutil.copytree(registered_model.storage, tmp_path / "store", ignore=shutil.ignore_patterns("predictions"))
+    cfg = registered_model.model_copy(update={"storage": str(tmp_path / "store")})
+    first = cfg.serve.version
+    assert served_version(cfg.storage) is None
+    time.sleep(1.1)  # version names order by the second they were registered in
+    second = register_untrained_version(cfg, seed=5)
+    assert resolve_version(cfg.storage) == second  # none chosen: the newest, as before
+    set_served(cfg.storage, first, "test")
+    time.sleep(1.1)
+    third = register_untrained_version(cfg, seed=6)
+    assert resolve_version(cfg.storage) == first == served_version(cfg.storage)
+    assert resolve_version(cfg.storage, "latest") == third
+    assert roll_out_serving(cfg, third) == "no Serve application running"  # Ray runs here, no app: nothing to do
+    with pytest.raises(FileNotFoundError, match="unknown model version"):
+        set_served(cfg.storage, "no-such-version")
