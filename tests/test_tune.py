@@ -245,6 +245,21 @@ def _trial_results(search_dir: Path) -> dict[str, str]:
     return {p.parent.name: p.read_text() for p in sorted(search_dir.glob("*/result.json"))}
 
 
+def _two_finished_with_results(search_dir: Path) -> bool:
+    """At least two trials are recorded as finished and every finished one's result file is complete on disk
+    (the experiment state can be saved a moment before a trial's last result line is flushed)."""
+    terminated = _terminated(search_dir)
+    complete = set()
+    for text in _trial_results(search_dir).values():
+        lines = text.splitlines()
+        try:
+            if len(lines) == EPOCHS:
+                complete.add(json.loads(lines[-1])["trial_id"])
+        except (ValueError, KeyError):  # caught mid-write
+            pass
+    return len(terminated) >= 2 and terminated <= complete
+
+
 def _terminated(experiment: Path) -> set[str]:
     """Ids of the trials the experiment's newest saved state records as finished."""
     states = sorted(experiment.glob("experiment_state-*.json"))
@@ -276,7 +291,7 @@ def test_crashed_search_resumes_without_rerunning_finished_trials(store, tmp_pat
         # Crash once the saved experiment state records two finished trials: what a restore must keep as it is.
         while time.monotonic() < deadline:
             searches = [d for d in tune_dir.glob("lstm-*") if (d / "search").is_dir() and d.name not in older]
-            if len(searches) == 1 and len(_terminated(searches[0] / "search")) >= 2:
+            if len(searches) == 1 and _two_finished_with_results(searches[0] / "search"):
                 break
             assert proc.poll() is None, "the search ended before it could be interrupted"
             time.sleep(0.2)
