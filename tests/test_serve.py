@@ -375,14 +375,7 @@ def test_predict_universe_equals_http(served, tmp_path):
     assert summary["rows"] == 12 * 5 and summary["date_min"] == str(days[0])
 
 
-def wait_for(condition, what: str, timeout: float = 60.0):
-    """Poll ``condition()`` until it returns something truthy (returned); fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} within {timeout:g} s")
-        time.sleep(0.05)
-    return value
+from polling import wait_for  # noqa: E402
 
 
 def test_prediction_log_holds_every_answer(served):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 
 import pandas as pd
+import polling
 import pytest
 
 from raycast import fs
@@ -20,14 +20,8 @@ from raycast.features.store import current_features_dir, features_base
 from raycast.storage import new_version_dir, publish
 
 
-def wait_for(condition, what: str, timeout: float = 30.0):
-    """Poll ``condition()`` until it is truthy (returned), failing naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} within {timeout:g} s")
-        time.sleep(0.02)
-    return value
+def wait_for(condition, what: str):
+    return polling.wait_for(condition, what, timeout=30.0, every=0.02)
 
 
 class Captured(logging.Handler):
