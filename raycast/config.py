@@ -522,6 +522,14 @@ class MonitorConfig(Strict):
     psi_threshold: float = Field(0.25, gt=0, description="population stability index above which a feature drifted")
     psi_features: int = Field(3, ge=1, description="drifted features that fire the drift rule")
     psi_bins: int = Field(10, ge=2, le=100, description="quantile bins of the training period the PSI compares")
+    fade_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="skill-fade rule: fire when the upper end of the rolling Rank IC band lies below this fraction of "
+        "the Rank IC the version showed on its test period at evaluation (only for a version evaluated with a "
+        "positive Rank IC); 0: off",
+    )
 
 
 class DailyConfig(Strict):

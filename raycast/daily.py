@@ -4,7 +4,8 @@
 2. Update the features incrementally (:func:`~raycast.features.incremental.update_features`).
 3. Score the universe with the served version on every date after the last one scored (or after the previous
    market data's last date): a signal file under ``<storage>/predictions/<version>/``, the monitor's log.
-4. Monitor the served version (:func:`~raycast.evaluate.monitor.run_monitor`): realized Rank IC band, drift.
+4. Monitor the served version (:func:`~raycast.evaluate.monitor.run_monitor`): realized Rank IC band against 0
+   and against the Rank IC the version showed at evaluation, drift.
 5. When a rule fires and ``daily.retrain_on_decay``: train a candidate on the data up to now whose test period is
    the recent window (the last ``daily.recent_days`` dates with realized labels, an embargo after its validation
    period), evaluate it, and score it and the served version on that window's tradable rows, the same
@@ -106,6 +107,7 @@ def _monitor(cfg: RaycastConfig, version: str, run_monitor) -> dict:
         "counts": report.counts,
         "rolling_rank_ic": report.latest("rank_ic_mean"),
         "rolling_rank_ic_band": [report.latest("rank_ic_lo"), report.latest("rank_ic_hi")],
+        "evaluated_rank_ic": report.evaluated_rank_ic,
         "drifted_features": list(report.drifted(cfg.monitor.psi_threshold).index),
     }
 
@@ -263,7 +265,8 @@ def summary_lines(summary: dict) -> list[str]:
     m = summary["monitor"]
     if "rolling_rank_ic" in m:
         lo, hi = m["rolling_rank_ic_band"]
-        lines.append(f"monitor: rolling Rank IC {_num(m['rolling_rank_ic'])} (band {_num(lo)} .. {_num(hi)}), "
+        lines.append(f"monitor: rolling Rank IC {_num(m['rolling_rank_ic'])} (band {_num(lo)} .. {_num(hi)}; "
+                     f"{_num(m.get('evaluated_rank_ic'))} at evaluation), "
                      f"{len(m['drifted_features'])} drifted features, {len(m['alerts'])} alert(s)")  # fmt: skip
     lines += [f"ALERT {a}" for a in m["alerts"]]
     r = summary.get("retrain")

@@ -152,3 +152,69 @@ def test_window_psi_max_is_what_windows_of_the_series_reach():
     by_hand = max(psi(slow, slow[(day >= day.unique()[i]) & (day <= day.unique()[i + 19])]) for i in range(0, 181, 5))
     assert window_psi_max(slow, dates, 20) == pytest.approx(by_hand, rel=1e-9)
     assert np.isnan(window_psi_max(iid[:100], dates[:100], 20))  # 10 dates: no window of 20
+
+
+def _report_on(rank_ic: pd.Series, evaluated: float):
+    """A version report over hand-built daily Rank ICs, banded as the monitor bands them."""
+    from raycast.evaluate.monitor import VersionReport, rolling_band
+
+    daily = pd.DataFrame({"rank_ic": rank_ic})
+    daily[["rank_ic_mean", "rank_ic_lo", "rank_ic_hi"]] = rolling_band(rank_ic, 20, 1.96).to_numpy()
+    return VersionReport("v", daily, {}, {}, rank_ic.index[-1], pd.Series(dtype=np.float64), evaluated_rank_ic=evaluated)
+
+
+def test_fade_rule_compares_realized_skill_with_what_evaluation_showed():
+    """Realized Rank IC around 0 (its band across 0, so the below-0 rule is quiet) against an evaluated 0.2: the
+    band's top lies below half of it and the fade rule fires; as skilled as evaluated, or never skilled: quiet."""
+    from raycast.config import MonitorConfig
+    from raycast.evaluate.monitor import _rules
+
+    mc = MonitorConfig()
+    dates = pd.bdate_range("2024-01-01", periods=40)
+    wobble = np.where(np.arange(40) % 2, 0.05, -0.05)
+    faded = pd.Series(wobble, index=dates)
+    lo, hi = _report_on(faded, 0.2).latest("rank_ic_lo"), _report_on(faded, 0.2).latest("rank_ic_hi")
+    assert lo < 0 < hi < 0.5 * 0.2
+    (alert,) = _rules(_report_on(faded, 0.2), mc)
+    assert alert.startswith("rolling 20-date Rank IC +0.0000 faded") and "+0.2000" in alert and "+0.1000" in alert
+    assert f"{hi:+.4f}" in alert and str(dates[-1].date()) in alert
+    assert _rules(_report_on(faded + 0.2, 0.2), mc) == []  # realized what evaluation showed
+    for evaluated in (0.0, -0.05, np.nan):  # no skill at evaluation (or never evaluated): nothing to fade from
+        assert _rules(_report_on(faded, evaluated), mc) == []
+    assert _rules(_report_on(faded, 0.2), mc.model_copy(update={"fade_fraction": 0.0})) == []  # turned off
+    assert _rules(_report_on(faded.iloc[:19], 0.2), mc) == []  # no band before 20 dates
+    # a model whose skill turned against it is flagged once, by the below-0 rule
+    (below,) = _rules(_report_on(faded - 0.2, 0.2), mc)
+    assert "below 0 with confidence" in below
+
+
+def test_evaluated_rank_ic_is_the_ensembles_on_its_test_period():
+    from raycast.evaluate.monitor import evaluated_rank_ic
+
+    test = {"ensemble": {"rank_ic": 0.12}, "cnn": {"rank_ic": 0.3}}
+    spec = {"metrics": {"val": {"ensemble": {"rank_ic": 0.5}}, "test": test}}
+    assert evaluated_rank_ic(spec) == 0.12
+    assert np.isnan(evaluated_rank_ic({}))
+    assert np.isnan(evaluated_rank_ic({"metrics": {"test": {"ensemble": {"rank_ic": None}}}}))
+
+
+def test_fade_rule_reads_the_evaluated_rank_ic_from_the_registry(logged, tmp_path):
+    """The good version's log replaced by a seeded ranking without skill: quiet while the registry holds no
+    evaluation of it, flagged as faded once its recorded test Rank IC is one the realized band falls short of."""
+    from raycast.registry import update_metrics
+
+    cfg, good, _, recent = logged
+    shutil.copytree(cfg.storage, tmp_path / "store")
+    cfg = cfg.model_copy(update={"storage": str(tmp_path / "store")})
+    out = fs.join(predictions_dir(cfg.storage), good)
+    shutil.rmtree(out)
+    fs.makedirs(out)
+    noise = np.random.default_rng(7).standard_normal(len(recent))
+    recent[["symbol", "date"]].assign(prediction=noise, model_version=good).to_parquet(fs.join(out, "noise.parquet"))
+    quiet = assess(cfg, good).versions[good]
+    assert np.isnan(quiet.evaluated_rank_ic) and quiet.alerts == []
+    assert quiet.latest("rank_ic_lo") < 0 < quiet.latest("rank_ic_hi") < 0.3
+    update_metrics(cfg.storage, good, {"test": {"ensemble": {"rank_ic": 0.6}}})
+    faded = assess(cfg, good).versions[good]
+    assert faded.evaluated_rank_ic == 0.6
+    assert len(faded.alerts) == 1 and "faded" in faded.alerts[0] and "+0.3000" in faded.alerts[0], faded.alerts

@@ -11,13 +11,16 @@ rolling mean over ``monitor.window`` dates with a band of ``mean +/- z * std / s
 long-short quantile book (:func:`raycast.evaluate.backtest.long_short_backtest`, before costs) and the PSI of each
 feature: the latest ``window`` dates of feature rows against the model's training period.
 
-Two rules flag a version: its latest rolling Rank IC band lies wholly below 0, or at least ``monitor.psi_features``
-features drifted: a PSI above ``monitor.psi_threshold`` and above the largest PSI that any stretch of ``window``
-dates of the training period shows against the whole of it (what a window reaches by chance: slow features and
-co-moving symbols put a few dates' rows in a narrow slice of the training range, so on a stationary 12-symbol
-universe most 20-date windows have a dozen features above 0.25). They are checked for the versions still being
-logged (whose newest prediction is the newest in the log) or for the one version asked for; older versions are
-reported only.
+Three rules flag a version: its latest rolling Rank IC band lies wholly below 0 (the skill turned against it);
+else the band's upper end lies below ``monitor.fade_fraction`` of the Rank IC the version showed on its own test
+period at evaluation (the skill faded: a signal that switched off leaves the band around 0, which the first rule
+never flags; a version never evaluated, or evaluated without a positive Rank IC, has nothing to fade from); or at
+least ``monitor.psi_features`` features drifted: a PSI above ``monitor.psi_threshold`` and above the largest PSI
+that any stretch of ``window`` dates of the training period shows against the whole of it (what a window reaches
+by chance: slow features and co-moving symbols put a few dates' rows in a narrow slice of the training range, so on
+a stationary 12-symbol universe most 20-date windows have a dozen features above 0.25). They are checked for the
+versions still being logged (whose newest prediction is the newest in the log) or for the one version asked for;
+older versions are reported only.
 """
 
 from __future__ import annotations
@@ -135,6 +138,7 @@ class VersionReport:
     alerts: list[str] = field(default_factory=list)
     checked: bool = False  # whether the rules were applied (still logged, or asked for)
     psi_chance: pd.Series | None = None  # per feature: the largest PSI a training-period window shows by chance
+    evaluated_rank_ic: float = np.nan  # the ensemble's Rank IC on its own test period at evaluation (registry)
 
     def drifted(self, threshold: float) -> pd.Series:
         """The PSI of the features that drifted (above ``threshold`` and above what chance gives), largest first."""
@@ -156,6 +160,13 @@ class MonitorResult:
     @property
     def alerts(self) -> list[str]:
         return [f"{v}: {a}" for v, r in self.versions.items() for a in r.alerts]
+
+
+def evaluated_rank_ic(spec: dict) -> float:
+    """The ensemble's mean daily Rank IC on the version's test period, as evaluation recorded it in the registry
+    (``metrics.test.ensemble.rank_ic`` of ``model.json``); NaN for a version never evaluated."""
+    value = ((spec.get("metrics") or {}).get("test") or {}).get("ensemble", {}).get("rank_ic")
+    return float(value) if value is not None else np.nan
 
 
 def _skill(frame: pd.DataFrame, horizon: int, mc: MonitorConfig, quantile: float) -> tuple[pd.DataFrame, dict]:
@@ -211,12 +222,21 @@ def _drift(cfg: RaycastConfig, spec: dict) -> tuple[pd.Series, pd.Series]:
 def _rules(report: VersionReport, mc: MonitorConfig) -> list[str]:
     alerts = []
     rows = report.daily.dropna(subset=["rank_ic_hi"])
-    if len(rows) and rows["rank_ic_hi"].iloc[-1] < 0:
-        last = rows.iloc[-1]
-        alerts.append(
-            f"rolling {mc.window}-date Rank IC {last['rank_ic_mean']:+.4f} is below 0 with confidence (band "
-            f"{last['rank_ic_lo']:+.4f} .. {last['rank_ic_hi']:+.4f}, z={mc.confidence_z:g}) as of {rows.index[-1].date()}"
-        )
+    evaluated = report.evaluated_rank_ic
+    if len(rows):
+        last, day = rows.iloc[-1], rows.index[-1].date()
+        band = f"band {last['rank_ic_lo']:+.4f} .. {last['rank_ic_hi']:+.4f}, z={mc.confidence_z:g}"
+        if last["rank_ic_hi"] < 0:
+            alerts.append(f"rolling {mc.window}-date Rank IC {last['rank_ic_mean']:+.4f} is below 0 with confidence "
+                          f"({band}) as of {day}")  # fmt: skip
+        elif mc.fade_fraction > 0 and np.isfinite(evaluated) and evaluated > 0:
+            bar = mc.fade_fraction * evaluated
+            if last["rank_ic_hi"] < bar:
+                alerts.append(
+                    f"rolling {mc.window}-date Rank IC {last['rank_ic_mean']:+.4f} faded: its band's top "
+                    f"{last['rank_ic_hi']:+.4f} lies below {bar:+.4f}, {mc.fade_fraction:g} x the {evaluated:+.4f} "
+                    f"it showed on its test period at evaluation ({band}) as of {day}"
+                )
     drifted = report.drifted(mc.psi_threshold)
     if len(drifted) >= mc.psi_features:
         listed = ", ".join(f"{name} {value:.2f}" for name, value in drifted.head(8).items())
@@ -256,7 +276,8 @@ def assess(cfg: RaycastConfig, version: str | None = None) -> MonitorResult:
         daily, summary = _skill(frame, horizon, cfg.monitor, cfg.evaluate.quantile)
         counts = {s: int((frame["status"] == s).sum()) for s in STATUSES}
         psi, chance = _drift(cfg, spec)
-        report = VersionReport(v, daily, summary, counts, log["date"].max(), psi, psi_chance=chance)
+        report = VersionReport(v, daily, summary, counts, log["date"].max(), psi, psi_chance=chance,
+                               evaluated_rank_ic=evaluated_rank_ic(spec))  # fmt: skip
         report.checked = version is not None or report.last_date == newest
         if report.checked:
             report.alerts = _rules(report, cfg.monitor)
@@ -275,6 +296,7 @@ def format_table(result: MonitorResult) -> str:
             "unlabeled": r.counts["unlabeled"],
             "ic": r.summary["ic"],
             "rank_ic": r.summary["rank_ic"],
+            "evaluated_rank_ic": r.evaluated_rank_ic,
             "rolling_rank_ic": r.latest("rank_ic_mean"),
             "band_lo": r.latest("rank_ic_lo"),
             "band_hi": r.latest("rank_ic_hi"),
@@ -302,8 +324,9 @@ def plot_rolling_rank_ic(report: VersionReport, window: int, path) -> None:
 
 
 def _markdown(result: MonitorResult, mc: MonitorConfig) -> str:
-    lines = ["# Monitor", "", f"Rolling window {mc.window} dates, band z={mc.confidence_z:g}; drift: PSI over "
-             f"{mc.psi_bins} training-period quantile bins, threshold {mc.psi_threshold:g} on {mc.psi_features} features.", ""]  # fmt: skip
+    lines = ["# Monitor", "", f"Rolling window {mc.window} dates, band z={mc.confidence_z:g}; fade: the band's top below "
+             f"{mc.fade_fraction:g} x the evaluated test Rank IC; drift: PSI over {mc.psi_bins} training-period quantile "
+             f"bins, threshold {mc.psi_threshold:g} on {mc.psi_features} features.", ""]  # fmt: skip
     alerts = result.alerts
     lines += ["## Alerts", "", *([f"- {a}" for a in alerts] or ["none"]), "", "## Versions", "", "```",
               format_table(result), "```", ""]  # fmt: skip
@@ -329,7 +352,7 @@ def write_monitor_report(cfg: RaycastConfig, result: MonitorResult) -> fs.Locati
     summary = {
         v: {"counts": r.counts, "summary": r.summary, "rolling_rank_ic": r.latest("rank_ic_mean"),
             "rolling_rank_ic_band": [r.latest("rank_ic_lo"), r.latest("rank_ic_hi")],
-            "psi": r.psi.to_dict(), "checked": r.checked, "alerts": r.alerts, "last_date": str(r.last_date.date())}
+            "evaluated_rank_ic": r.evaluated_rank_ic, "psi": r.psi.to_dict(), "checked": r.checked, "alerts": r.alerts, "last_date": str(r.last_date.date())}
         for v, r in result.versions.items()
     }  # fmt: skip
     fs.write_text(fs.join(out, "summary.json"), json.dumps(_plain(summary), indent=2))
