@@ -198,6 +198,15 @@ def write_text(loc: Location, text: str) -> None:
     write_bytes(loc, text.encode())
 
 
+def link(src: Location, dst: Location) -> None:
+    """``dst`` holding the same bytes as ``src`` without writing them again: a hard link, or a server-side copy."""
+    if is_remote(src):
+        filesystem, inner = resolve(src)
+        filesystem.copy_file(inner, resolve(dst)[1])
+        return
+    os.link(src, dst)
+
+
 def makedirs(loc: Location) -> None:
     """Create a local directory (and its parents); object stores have no directories, so nothing to do there."""
     loc = location(loc)

@@ -236,7 +236,7 @@ def _append(
         files = _symbol_files(src) if symbol in old["rows_per_symbol"] else []
         if symbol not in starts:  # untouched: the same files
             for f in files:
-                _link(fs.join(src, f), fs.join(dst, f))
+                fs.link(fs.join(src, f), fs.join(dst, f))
             if symbol not in hashes:  # a manifest written before per-symbol hashes
                 hashes |= symbol_hashes(read_symbol_bars(previous, symbol))
             continue
@@ -244,7 +244,7 @@ def _append(
         added = planned.extended.get(symbol)
         if added is not None and files and len(files) < MAX_FILES_PER_SYMBOL:
             for f in files:
-                _link(fs.join(src, f), fs.join(dst, f))
+                fs.link(fs.join(src, f), fs.join(dst, f))
             if added:
                 _write_parquet(history.slice(history.num_rows - added), fs.join(dst, f"{APPENDED_PREFIX}{tag}.parquet"))
         else:
@@ -279,15 +279,6 @@ def _append(
         fs.write_text(fs.join(root, CURRENT), fs.name(out) + "\n")
     planned.manifest = manifest
     return out, planned
-
-
-def _link(src: fs.Location, dst: fs.Location) -> None:
-    """``dst`` holding the same bytes as ``src`` without writing them: a hard link, or a server-side copy."""
-    if fs.is_remote(src):
-        filesystem, inner = fs.resolve(src)
-        filesystem.copy_file(inner, fs.resolve(dst)[1])
-        return
-    os.link(src, dst)
 
 
 def _write_remote(root: str, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict, referenced: set[str]) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pandas as pd
 import pyarrow as pa
@@ -199,7 +198,7 @@ def _carry_rows(
         symbols = pq.read_table(inner, columns=["symbol"], filesystem=filesystem, partitioning=None).column("symbol")
         drop = pc.is_in(symbols, pa.array(sorted(rewritten), pa.string()))
         if not pc.any(drop).as_py():
-            _link(src, dst)
+            fs.link(src, dst)
             continue
         table = pq.read_table(inner, filesystem=filesystem, partitioning=None).filter(pc.invert(drop))
         removed += len(symbols) - table.num_rows
@@ -214,12 +213,3 @@ def _carry_rows(
 def _write(table: pa.Table, path: fs.Location) -> None:
     filesystem, inner = fs.resolve(path)
     pq.write_table(table, inner, filesystem=filesystem, use_dictionary=["symbol"])
-
-
-def _link(src: fs.Location, dst: fs.Location) -> None:
-    """The same file in the new version without writing it again: a hard link, or a server-side copy."""
-    if fs.is_remote(src):
-        filesystem, inner = fs.resolve(src)
-        filesystem.copy_file(inner, fs.resolve(dst)[1])
-        return
-    os.link(src, dst)
