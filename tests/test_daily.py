@@ -1,13 +1,12 @@
-"""``raycast daily`` over a synthetic market whose planted signal reverses partway.
+"""``raycast daily`` over a synthetic market whose planted signal switches off partway.
 
-A CNN is trained on the early days (signal on). The later days arrive as bars files: first 25 days with the signal
-still on (the day's cycle scores and logs them, the monitor stays quiet), then 25 days, in two files, after the
-pattern reversed (what predicted a rise now predicts a fall): the realized Rank IC of the served model turns
-negative, its 95% band lies wholly below 0 over the monitor's 20-date window, and the cycle retrains a candidate
-whose test period is that window, scores both on it and rolls the candidate out only if it wins with confidence.
-
-A signal that merely switches off (strength 0) drives the IC to 0, which a band-below-0 rule does not flag with
-confidence; the reversal is the decay these rules can see.
+A CNN is trained on the early days (signal on) and evaluated. The later days arrive as bars files: first 25 days
+with the signal still on (the day's cycle scores and logs them, the monitor stays quiet), then 25 days, in two
+files, after the signal switched off (strength 0): the realized Rank IC of the served model falls to about 0, its
+95% band over the monitor's 20-date window straddles 0 (the below-0 rule cannot see this) but its top lies below
+half the Rank IC the model showed on its test period at evaluation, so the fade rule fires, and the cycle
+retrains a candidate whose test period is that window, scores both on it and rolls the candidate out only if it
+wins with confidence.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from raycast.data.synthetic import generate_synthetic
 
 HEAD_DAYS, ON_DAYS, OFF_DAYS = 280, 25, 25
 UNIVERSE = {"n_symbols": 30, "n_days": HEAD_DAYS + ON_DAYS + OFF_DAYS, "signal_strength": 0.5,
-            "signal_strength_after": -0.5, "seed": 3}  # fmt: skip
+            "signal_strength_after": 0.0, "seed": 3}  # fmt: skip
 
 
 def test_signal_switches_off_or_reverses_at_its_date():
@@ -61,8 +60,9 @@ def test_rollout_rule_needs_a_confident_gain():
 
 @pytest.fixture(scope="module")
 def market(ray_session, tmp_path_factory):
-    """The early days ingested, featurized and trained on; the later days as bars files."""
+    """The early days ingested, featurized, trained on and evaluated; the later days as bars files."""
     from raycast.data.ingest import ingest
+    from raycast.evaluate.evaluate import evaluate_version
     from raycast.features.pipeline import build_features
     from raycast.train.run import train
 
@@ -87,11 +87,12 @@ def market(ray_session, tmp_path_factory):
     ingest(cfg)
     build_features(cfg)
     served = train(cfg).version
+    evaluate_version(cfg, served)  # the test-period Rank IC the fade rule compares the realized skill with
     return cfg, root, served, days, universe
 
 
 @pytest.mark.slow
-def test_daily_cycle_scores_quietly_then_notices_the_reversal_and_never_rolls_out_a_worse_model(market):
+def test_daily_cycle_scores_quietly_then_notices_the_fade_and_never_rolls_out_a_worse_model(market):
     from typer.testing import CliRunner
 
     from raycast import fs
@@ -115,15 +116,20 @@ def test_daily_cycle_scores_quietly_then_notices_the_reversal_and_never_rolls_ou
     assert quiet["monitor"]["rolling_rank_ic_band"][0] > 0  # the model's skill, with confidence
     assert quiet["retrain"] is None
 
-    # (a) the pattern reversed: two files of later days; the decay is noticed, a candidate trained and judged
+    # (a) the signal switched off: two files of later days; the fade is noticed, a candidate trained and judged
     decayed = run_daily(cfg, [str(root / "off-1.parquet"), str(root / "off-2.parquet")])
     assert [a["new_rows"] for a in decayed["appended"]] == [UNIVERSE["n_symbols"] * 12, UNIVERSE["n_symbols"] * 13]
     assert decayed["scored"]["date_min"] == str(days[HEAD_DAYS + ON_DAYS].date())  # only the new dates
     log = read_prediction_log(cfg.storage, served)
     assert log["date"].nunique() == ON_DAYS + OFF_DAYS and len(log) == UNIVERSE["n_symbols"] * (ON_DAYS + OFF_DAYS)
     monitor = decayed["monitor"]
-    assert any("Rank IC" in a and "below 0 with confidence" in a for a in monitor["alerts"]), monitor
-    assert monitor["rolling_rank_ic_band"][1] < 0
+    evaluated = monitor["evaluated_rank_ic"]
+    lo, hi = monitor["rolling_rank_ic_band"]
+    assert evaluated > 0 and lo < 0 and hi < cfg.monitor.fade_fraction * evaluated, monitor  # the skill is gone
+    # flagged once: as faded while the band still reaches above 0 (seen: -0.128 .. +0.044 against +0.300 at
+    # evaluation), by the below-0 rule should chance put the band's top under 0
+    (skill,) = [a for a in monitor["alerts"] if "Rank IC" in a]
+    assert ("faded" if hi >= 0 else "below 0 with confidence") in skill, monitor
 
     decision = decayed["retrain"]
     candidate = decision["candidate"]
@@ -137,7 +143,7 @@ def test_daily_cycle_scores_quietly_then_notices_the_reversal_and_never_rolls_ou
     assert spec["split"] == split
     figures = decision["figures"]
     assert figures[served]["n_rows"] == figures[candidate]["n_rows"] > 0  # the same rows for both
-    assert figures[served]["rank_ic"] < 0
+    assert figures[served]["rank_ic"] < cfg.monitor.fade_fraction * evaluated
     # never a worse model: rolled out exactly when the candidate won with confidence, and the registry follows
     assert decision["rolled_out"] == (decision["gain_lo"] > cfg.daily.min_improvement)
     if decision["rolled_out"]:
