@@ -192,6 +192,18 @@ def _synthetic_info(storage: str, market_version: str | None) -> dict | None:
     return json.loads(fs.read_text(manifest)).get("synthetic") or None
 
 
+def _backtest_terms(cfg: RaycastConfig, checks: Scrutiny) -> dict:
+    """What every report says about how its backtests were costed and which days it flagged."""
+    return {
+        "quantile": cfg.evaluate.quantile,
+        "cost_bps": cfg.evaluate.cost_bps,
+        "spread": describe_spread(cfg.evaluate.spread),
+        "cost_sensitivity": checks.sensitivity,
+        "extreme_days": checks.extremes,
+        "flag_threshold": cfg.evaluate.flag_day_return,
+    }
+
+
 def _canary(synthetic: dict | None, ic: float, what: str = "ensemble test IC") -> str | None:
     """For synthetic data the generator knows the best achievable IC: say how close the ensemble came."""
     if not synthetic:
@@ -263,12 +275,7 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
                 test_metrics=test_metrics,
                 ensemble_vs_best=_ensemble_vs_best(test_metrics.reset_index().assign(fold="test"), list(predictor.bases)),
                 backtests=backtests,
-                quantile=cfg.evaluate.quantile,
-                cost_bps=cfg.evaluate.cost_bps,
-                spread=describe_spread(cfg.evaluate.spread),
-                cost_sensitivity=checks.sensitivity,
-                extreme_days=checks.extremes,
-                flag_threshold=cfg.evaluate.flag_day_return,
+                **_backtest_terms(cfg, checks),
                 baseline_training=baselines.training(),
                 test_predictions=test_tradable[["symbol", "date", "target", *names]],
                 data_range=(str(blocks.dates.min())[:10], str(blocks.dates.max())[:10]),
@@ -403,12 +410,7 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
                 ensemble_vs_best=_ensemble_vs_best(pd.concat(rows, ignore_index=True), list(predictor.bases)),
                 backtests=backtests,
                 backtest_period=f"the folds' test periods stitched, {first} .. {last}",
-                quantile=cfg.evaluate.quantile,
-                cost_bps=cfg.evaluate.cost_bps,
-                spread=describe_spread(cfg.evaluate.spread),
-                cost_sensitivity=checks.sensitivity,
-                extreme_days=checks.extremes,
-                flag_threshold=cfg.evaluate.flag_day_return,
+                **_backtest_terms(cfg, checks),
                 baseline_training=pd.concat(training)[["fold", "train_seconds", "rounds"]],
                 test_predictions=stitched[["symbol", "date", "target", *predictors]],
                 canary=_canary(
