@@ -549,6 +549,12 @@ class DailyConfig(Strict):
         description="roll the candidate out only when its daily Rank IC on the recent window beats the served "
         "model's by more than this with confidence (the band of the mean per-date difference, monitor.confidence_z)",
     )
+    retrain_cooldown_days: int = Field(
+        5,
+        ge=0,
+        description="market days after a candidate was trained (rolled out or not) during which an alert trains no "
+        "other; 0: every alerting day may train one",
+    )
 
 
 class RayConfig(Strict):

@@ -14,7 +14,9 @@
    compared and nothing rolls out). The candidate is rolled out only when its daily Rank IC beats the served
    one's with confidence (:func:`rollout_rule`, by more than ``daily.min_improvement``): the registry's served
    version moves (:func:`~raycast.registry.set_served`) and a running Serve application is redeployed on it.
-   A candidate that does not win stays registered, unserved.
+   A candidate that does not win stays registered, unserved. Once a candidate was trained (rolled out or not), an
+   alert in the next ``daily.retrain_cooldown_days`` market days trains no other (:func:`cooldown_decision`, from
+   ``<storage>/daily/last_candidate.json``); the summary says so.
 
 The day's summary goes to ``<storage>/daily/<newest market date>.json`` and is printed as a few lines.
 """
@@ -54,6 +56,58 @@ def _last_scored(storage: str, version: str) -> pd.Timestamp | None:
     return pd.Timestamp(read_prediction_log(storage, version)["date"].max())
 
 
+LAST_CANDIDATE = "last_candidate.json"
+
+
+def last_candidate(storage: str) -> dict | None:
+    """What the cycle recorded when it last trained a candidate (``daily/last_candidate.json``): ``candidate``,
+    ``served``, ``market_date`` (the newest market date it was trained on) and ``rolled_out``; None before the first."""
+    path = fs.join(daily_dir(storage), LAST_CANDIDATE)
+    return json.loads(fs.read_text(path)) if fs.is_file(path) else None
+
+
+def record_candidate(storage: str, decision: dict, market_date) -> None:
+    """Remember the candidate of ``decision``, trained on the market data up to ``market_date``."""
+    fs.makedirs(daily_dir(storage))
+    record = {"candidate": decision["candidate"], "served": decision["served"], "market_date": _day(market_date),
+              "rolled_out": bool(decision["rolled_out"])}  # fmt: skip
+    fs.write_text(fs.join(daily_dir(storage), LAST_CANDIDATE), json.dumps(record, indent=2))
+
+
+def cooldown_left(last_date, today, market_dates, cooldown_days: int) -> int:
+    """Market days still to wait before another candidate: ``cooldown_days`` less the market dates after
+    ``last_date`` up to ``today`` (0 when no candidate was trained yet, or without a cooldown)."""
+    if last_date is None or cooldown_days <= 0:
+        return 0
+    dates = pd.DatetimeIndex(pd.unique(pd.DatetimeIndex(market_dates)))
+    elapsed = int(((dates > pd.Timestamp(last_date)) & (dates <= pd.Timestamp(today))).sum())
+    return max(cooldown_days - elapsed, 0)
+
+
+def cooldown_decision(storage: str, cooldown_days: int, today, market_dates) -> dict | None:
+    """None when an alert may train a candidate on the market data up to ``today``; else the day's retrain
+    decision saying that none is trained, and why (the last candidate, how long ago, how long still)."""
+    last = last_candidate(storage)
+    left = cooldown_left(last and last["market_date"], today, market_dates, cooldown_days)
+    if not left:
+        return None
+    return {"cooling_down": True, "rolled_out": False, "last_candidate": last, "cooldown_days_left": left,
+            "reason": f"no candidate trained: {last['candidate']} was trained on the market data up to "
+                      f"{last['market_date']}, {cooldown_days - left} market day(s) ago, within "
+                      f"daily.retrain_cooldown_days={cooldown_days} ({left} more to wait)"}  # fmt: skip
+
+
+def _market_dates(storage: str) -> pd.DatetimeIndex:
+    """The dates of the current feature dataset (one per market day)."""
+    import pyarrow.parquet as pq
+
+    from raycast.features.store import ROWS_DIR, current_features_dir
+
+    filesystem, path = fs.resolve(fs.join(current_features_dir(storage), ROWS_DIR))
+    dates = pq.read_table(path, columns=["date"], filesystem=filesystem).column("date").to_pandas()
+    return pd.DatetimeIndex(pd.unique(dates)).sort_values()
+
+
 def run_daily(cfg: RaycastConfig, files: list[str]) -> dict:
     """The cycle in the module docstring; returns (and writes) the day's summary."""
     from raycast.data.ingest import append_bars
@@ -86,7 +140,13 @@ def run_daily(cfg: RaycastConfig, files: list[str]) -> dict:
     summary["monitor"] = _monitor(cfg, served, run_monitor)
     decision = None
     if summary["monitor"]["alerts"] and cfg.daily.retrain_on_decay:
-        decision = retrain_and_decide(cfg, served)
+        cooldown = cfg.daily.retrain_cooldown_days
+        if cooldown and last_candidate(cfg.storage) is not None and after is not None:
+            decision = cooldown_decision(cfg.storage, cooldown, after, _market_dates(cfg.storage))
+        if decision is None:
+            decision = retrain_and_decide(cfg, served)
+            if decision.get("candidate"):
+                record_candidate(cfg.storage, decision, after)
     summary["retrain"] = decision
     summary["seconds"] = round(time.perf_counter() - started, 1)
     fs.makedirs(daily_dir(cfg.storage))
@@ -270,7 +330,9 @@ def summary_lines(summary: dict) -> list[str]:
                      f"{len(m['drifted_features'])} drifted features, {len(m['alerts'])} alert(s)")  # fmt: skip
     lines += [f"ALERT {a}" for a in m["alerts"]]
     r = summary.get("retrain")
-    if r:
+    if r and r.get("cooling_down"):
+        lines.append(r["reason"])
+    elif r:
         for version, f in (r.get("figures") or {}).items():
             role = "candidate" if version == r.get("candidate") else "served"
             lines.append(f"{role} {version} on {r['window']['start']}..{r['window']['end']}: "

@@ -58,6 +58,31 @@ def test_rollout_rule_needs_a_confident_gain():
     assert rule["rank_ic_gain"] > 0 > rule["gain_lo"] and not rule["roll_out"]
 
 
+def test_retrain_cooldown_counts_market_days_since_the_last_candidate(tmp_path):
+    """After a candidate, alerts within daily.retrain_cooldown_days market days train none; the summary says so."""
+    from raycast.daily import cooldown_decision, cooldown_left, last_candidate, record_candidate, summary_lines
+
+    storage = str(tmp_path / "store")
+    dates = pd.bdate_range("2024-01-01", periods=20)
+    assert last_candidate(storage) is None and cooldown_decision(storage, 5, dates[3], dates) is None  # none yet
+    record_candidate(storage, {"candidate": "v2", "served": "v1", "rolled_out": False}, dates[10])
+    assert last_candidate(storage) == {"candidate": "v2", "served": "v1", "market_date": str(dates[10].date()),
+                                       "rolled_out": False}  # fmt: skip
+    assert [cooldown_left(dates[10], dates[10 + k], dates, 5) for k in range(7)] == [5, 4, 3, 2, 1, 0, 0]
+    assert cooldown_left(dates[10], dates[12], dates.delete(11), 5) == 4  # a day without trading does not count
+    assert cooldown_left(dates[10], dates[12], dates, 0) == 0
+    waiting = cooldown_decision(storage, 5, dates[12], dates)
+    assert waiting["cooling_down"] and not waiting["rolled_out"] and waiting["cooldown_days_left"] == 3
+    assert "v2" in waiting["reason"] and str(dates[10].date()) in waiting["reason"]
+    assert "2 market day(s) ago" in waiting["reason"] and "3 more" in waiting["reason"]
+    assert cooldown_decision(storage, 5, dates[15], dates) is None  # the cooldown is over
+    assert cooldown_decision(storage, 0, dates[10], dates) is None  # no cooldown
+    summary = {"appended": [], "market_dates": {"before": None, "after": None}, "served_version": "v1",
+               "scored": {"rows": 0, "reason": "no new dates"}, "monitor": {"alerts": ["faded"]},
+               "retrain": waiting}  # fmt: skip
+    assert summary_lines(summary)[-1] == waiting["reason"]
+
+
 @pytest.fixture(scope="module")
 def market(ray_session, tmp_path_factory):
     """The early days ingested, featurized, trained on and evaluated; the later days as bars files."""
@@ -98,7 +123,7 @@ def test_daily_cycle_scores_quietly_then_notices_the_fade_and_never_rolls_out_a_
     from raycast import fs
     from raycast.cli import app
     from raycast.config import dump_config
-    from raycast.daily import run_daily
+    from raycast.daily import last_candidate, run_daily
     from raycast.evaluate.monitor import read_prediction_log
     from raycast.registry import list_versions, resolve_version, served_version
 
@@ -150,6 +175,9 @@ def test_daily_cycle_scores_quietly_then_notices_the_fade_and_never_rolls_out_a_
         assert figures[candidate]["rank_ic"] > figures[served]["rank_ic"]
     assert resolve_version(cfg.storage) == (candidate if decision["rolled_out"] else served) == served_version(cfg.storage)
     assert resolve_version(cfg.storage, "latest") == candidate  # registered either way
+    # remembered for the retrain cooldown: an alert in the next daily.retrain_cooldown_days market days trains none
+    assert last_candidate(cfg.storage) == {"candidate": candidate, "served": served, "market_date": str(days[-1].date()),
+                                           "rolled_out": decision["rolled_out"]}  # fmt: skip
 
     written = json.loads((root / "store" / "daily" / f"{days[-1].date()}.json").read_text())
     assert written["retrain"]["candidate"] == candidate and written["monitor"]["alerts"] == monitor["alerts"]
