@@ -42,6 +42,7 @@ def served(registered_model):  # every test using it is marked slow
 def test_serve_config_yaml_matches_serves_schema_and_the_builder():
     from ray.serve.schema import ServeDeploySchema
 
+    from raycast.config import ServeConfig
     from raycast.serve.app import ServeArgs
 
     data = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
@@ -49,6 +50,9 @@ def test_serve_config_yaml_matches_serves_schema_and_the_builder():
     app = schema.applications[0]
     assert app.import_path == "raycast.serve.app:build_app" and data["http_options"]["host"] == "127.0.0.1"
     ServeArgs.model_validate(app.args)
+    # the feature reload and prediction log settings are spelled out, at raycast's own defaults
+    for key in ("reload_interval_s", "prediction_log", "log_flush_rows", "log_flush_s"):
+        assert app.args[key] == getattr(ServeConfig(), key), key
     with pytest.raises(Exception, match="replicaz"):
         ServeArgs.model_validate(app.args | {"replicaz": 2})
 
