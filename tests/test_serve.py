@@ -531,15 +531,17 @@ ANSWERS = 10
 
 
 def roll_out_under_load(cfg, client, version: str) -> "Load":
-    """Redeploy the app on ``version`` while a client keeps requesting; returns the finished load's record."""
-    from ray import serve
+    """Redeploy the app on ``version`` while a client keeps requesting; returns the finished load's record.
 
-    from raycast.serve.app import ServeArgs, build_app
+    The redeploy is the daily cycle's rollout (``raycast.daily.roll_out_serving``), what runs when a retrained
+    candidate wins.
+    """
+    from raycast.daily import roll_out_serving
 
     with Load(entry(cfg)) as load:
         load.wait_until(lambda ld: ld.ok >= ANSWERS, f"{ANSWERS} answers before the rollout")
-        args = ServeArgs.from_config(cfg).model_copy(update={"version": version})
-        serve.run(build_app(args), name="raycast", route_prefix="/")  # returns once every replica is replaced
+        said = roll_out_serving(cfg, version)  # returns once every replica is replaced
+        assert said == f"Serve application 'raycast' now serves {version}", said
         load.wait_until(lambda ld: ld.answers_from(version) >= ANSWERS, f"{ANSWERS} answers from {version}")
     assert client.get("/v1/health").json()["model_version"] == version
     return load
