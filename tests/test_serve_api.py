@@ -50,8 +50,9 @@ def test_serve_config_yaml_matches_serves_schema_and_the_builder():
     app = schema.applications[0]
     assert app.import_path == "raycast.serve.app:build_app" and data["http_options"]["host"] == "127.0.0.1"
     ServeArgs.model_validate(app.args)
-    # the feature reload and prediction log settings are spelled out, at raycast's own defaults
-    for key in ("reload_interval_s", "prediction_log", "log_flush_rows", "log_flush_s"):
+    # every setting is spelled out; those raycast's own config has too at its defaults (storage is the demo's)
+    assert set(app.args) == set(ServeArgs.model_fields), set(ServeArgs.model_fields) ^ set(app.args)
+    for key in set(app.args) & set(ServeConfig.model_fields) - {"storage"}:
         assert app.args[key] == getattr(ServeConfig(), key), key
     with pytest.raises(Exception, match="replicaz"):
         ServeArgs.model_validate(app.args | {"replicaz": 2})
