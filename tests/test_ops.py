@@ -75,6 +75,18 @@ def test_cli_help_for_every_subcommand():
     assert bad.exit_code == 2 and "ingest.sourze" in bad.output
 
 
+def test_every_job_entrypoint_explains_itself():
+    """What `ray job submit -- python jobs/X.py --help` prints, and the daily job's files are a required argument."""
+    for job in sorted((ROOT / "jobs").glob("*.py")):
+        done = subprocess.run([sys.executable, str(job), "--help"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "--config" in done.stdout, (job.name, done.stderr[-2000:])
+        assert "ray job submit" in done.stdout, job.name  # the docstring's example, kept as written
+    daily = [sys.executable, str(ROOT / "jobs" / "daily.py"), "--config", str(ROOT / "configs" / "demo.yaml")]
+    done = subprocess.run(daily, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "FILE" in done.stderr, done.stderr[-2000:]
+    assert "FILE [FILE ...]" in subprocess.run([*daily, "--help"], capture_output=True, text=True).stdout
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
