@@ -152,7 +152,7 @@ class FeatureConfig(Strict):
         ge=1,
         description="symbols with fewer bars are skipped; None: what the spec needs (warm-up + window + label span)",
     )
-    normalization: Literal["zscore", "minmax", "robust"] = "zscore"
+    normalization: Literal["zscore", "minmax", "robust"] = "robust"
     clip: float = Field(5.0, gt=0, description="normalized values are clipped to +/- this")
     features: list[str] | None = Field(None, description="a subset of the feature spec; None = all 40")
     split: SplitConfig = SplitConfig()
