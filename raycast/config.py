@@ -561,6 +561,13 @@ class RayConfig(Strict):
     address: str | None = Field(None, description="None starts a local Ray; 'auto' joins a running cluster")
     num_cpus: int | None = None
     data_progress_bars: bool = Field(False, description="Ray Data's per-operator bars; the stages print their own")
+    train_poll_interval_s: float = Field(
+        0.25,
+        gt=0,
+        description="how often Ray Train's controller polls its workers (Ray's default: 2 s); a fit ends at the "
+        "first poll after its loop, so this is latency added to every trainer. Set for a local Ray; on a cluster "
+        "the nodes' environment sets it (cluster.yaml)",
+    )
 
 
 # ------------------------------------------------------------------------------------------- the lot

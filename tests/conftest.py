@@ -17,7 +17,11 @@ def ray_session():
     """A local Ray sized for this 2-core machine (logical CPUs over-subscribed so fractional tasks fit)."""
     import ray
 
+    from raycast.config import RayConfig
+    from raycast.runtime import TRAIN_POLL_ENV
+
     if not ray.is_initialized():
+        os.environ.setdefault(TRAIN_POLL_ENV, str(RayConfig().train_poll_interval_s))  # as raycast's own init does
         ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()

@@ -177,6 +177,18 @@ def test_pipeline_job_submitted_to_a_ray_head(ray_head, tmp_path):
     assert versions[0]["train"]["epochs"] == 1  # the pipeline's own epochs, not the trials' max_epochs
 
 
+def test_ray_train_polls_its_workers_at_raycasts_interval(ray_session):
+    """Ray Train's controller runs in a Ray worker: the poll interval raycast sets must be what a worker sees."""
+    from raycast.config import RayConfig
+    from raycast.runtime import TRAIN_POLL_ENV
+
+    @ray_session.remote(num_cpus=0.1)
+    def seen() -> str | None:
+        return os.environ.get(TRAIN_POLL_ENV)
+
+    assert float(ray_session.get(seen.remote())) == RayConfig().train_poll_interval_s < 2.0
+
+
 def test_a_data_error_inside_a_ray_task_reaches_the_cli_as_one_line(ray_session, capsys):
     """The user sees the data's message, not the worker's traceback that Ray wraps around it."""
     import typer
