@@ -80,8 +80,10 @@ def child(args) -> None:
     from raycast.train.run import train
     from raycast.train.trainer import fit_base_model
 
+    from raycast.runtime import init_ray
+
     cfg = parse_config(config(args.storage, args))
-    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR")
+    init_ray(cfg.ray.model_copy(update={"num_cpus": args.cpus}))  # Ray as `raycast train` starts it, settings and all
     fdir = current_features_dir(cfg.storage)
     meta = load_meta(fdir)
     rows = read_training_rows(fdir, meta.split, ["date"]).num_rows
