@@ -211,6 +211,8 @@ def test_fade_rule_reads_the_evaluated_rank_ic_from_the_registry(logged, tmp_pat
     fs.makedirs(out)
     noise = np.random.default_rng(7).standard_normal(len(recent))
     recent[["symbol", "date"]].assign(prediction=noise, model_version=good).to_parquet(fs.join(out, "noise.parquet"))
+    # never evaluated: the session's registered model may have been evaluated by an earlier test in the suite
+    update_metrics(cfg.storage, good, {})
     quiet = assess(cfg, good).versions[good]
     assert np.isnan(quiet.evaluated_rank_ic) and quiet.alerts == []
     assert quiet.latest("rank_ic_lo") < 0 < quiet.latest("rank_ic_hi") < 0.3
