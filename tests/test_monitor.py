@@ -209,14 +209,18 @@ def test_fade_rule_reads_the_evaluated_rank_ic_from_the_registry(logged, tmp_pat
     out = fs.join(predictions_dir(cfg.storage), good)
     shutil.rmtree(out)
     fs.makedirs(out)
-    noise = np.random.default_rng(7).standard_normal(len(recent))
-    recent[["symbol", "date"]].assign(prediction=noise, model_version=good).to_parquet(fs.join(out, "noise.parquet"))
+    # a ranking without skill, by construction rather than by a draw that could land below 0: exactly right on
+    # every other realized date and exactly wrong on the rest, so any 20 consecutive dates average a Rank IC of 0
+    realized = np.sort(recent.loc[recent["target"].notna(), "date"].unique())
+    flip = recent["date"].isin(realized[1::2]).map({True: -1.0, False: 1.0})
+    guess = flip * recent["target"].fillna(0.0)
+    recent[["symbol", "date"]].assign(prediction=guess, model_version=good).to_parquet(fs.join(out, "flip.parquet"))
     # never evaluated: the session's registered model may have been evaluated by an earlier test in the suite
     update_metrics(cfg.storage, good, {})
     quiet = assess(cfg, good).versions[good]
     assert np.isnan(quiet.evaluated_rank_ic) and quiet.alerts == []
-    assert quiet.latest("rank_ic_lo") < 0 < quiet.latest("rank_ic_hi") < 0.3
-    update_metrics(cfg.storage, good, {"test": {"ensemble": {"rank_ic": 0.6}}})
+    assert abs(quiet.latest("rank_ic_mean")) < 1e-9 and -0.5 < quiet.latest("rank_ic_lo") < 0 < quiet.latest("rank_ic_hi") < 0.5
+    update_metrics(cfg.storage, good, {"test": {"ensemble": {"rank_ic": 1.0}}})
     faded = assess(cfg, good).versions[good]
-    assert faded.evaluated_rank_ic == 0.6
-    assert len(faded.alerts) == 1 and "faded" in faded.alerts[0] and "+0.3000" in faded.alerts[0], faded.alerts
+    assert faded.evaluated_rank_ic == 1.0
+    assert len(faded.alerts) == 1 and "faded" in faded.alerts[0] and "+0.5000" in faded.alerts[0], faded.alerts
