@@ -64,6 +64,16 @@ def join(base: Location, *parts: str) -> Location:
     return urlunsplit((scheme, netloc, posixpath.join(path.rstrip("/") or "/", *parts), query, fragment))
 
 
+def join_all(base: Location, names: list[str]) -> list[Location]:
+    """``join(base, name)`` for each name; plain strings for local storage, which is cheap when there are
+    thousands (an append links every stored file of every symbol)."""
+    loc = location(base)
+    if isinstance(loc, Path):
+        text = str(loc)
+        return [os.path.join(text, n) for n in names]
+    return [join(loc, n) for n in names]
+
+
 def name(loc: Location) -> str:
     """The last component of a location (a version directory's name, a file's name)."""
     loc = location(loc)
@@ -152,7 +162,8 @@ def list_names(loc: Location, dirs_only: bool = False) -> list[str]:
     if isinstance(loc, Path):
         if not loc.is_dir():
             return []
-        return sorted(p.name for p in loc.iterdir() if p.is_dir() or not dirs_only)
+        with os.scandir(loc) as entries:  # no stat per entry unless directories are asked for
+            return sorted(e.name for e in entries if not dirs_only or e.is_dir())
     fs, path = resolve(loc)
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory or not dirs_only)

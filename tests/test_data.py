@@ -402,7 +402,7 @@ def test_ingest_is_idempotent_and_prunes(tmp_path):
     assert sorted(p.name for p in market_dir(str(storage)).glob("v-*")) == sorted(v.name for v in versions[1:])
     files = sorted(p.relative_to(versions[1]) for p in versions[1].rglob("*") if p.is_file())
     assert [str(f) for f in files] == [
-        "manifest.json", "rejected.parquet", "symbol=AAA/data.parquet", "symbol=BBB/data.parquet"
+        "manifest.json", "rejected.parquet", "symbol=AAA/data.parquet", "symbol=BBB/data.parquet", "tails.parquet"
     ]
     for f in files:
         assert (versions[1] / f).read_bytes() == (versions[2] / f).read_bytes(), f
@@ -532,6 +532,27 @@ def test_quality_policies_count_and_handle_every_planted_oddity(messy):
     assert np.busday_count(halted.to_numpy("datetime64[D]")[:-1], halted.to_numpy("datetime64[D]")[1:]).max() <= 1
 
 
+def test_whole_frame_event_scan_finds_exactly_the_symbols_the_per_symbol_checks_do(messy):
+    """The quality stage visits only symbols the whole-frame scan picks: it must pick every symbol with an event
+    and no symbol whose streaks only add up across the boundary with its neighbour."""
+    from raycast.config import QualityConfig
+    from raycast.data.quality import _symbols_with_events, find_events
+
+    bars, _ = validate_bars(messy.bars, "messy")
+    cfg = QualityConfig()
+    # 3 zero-volume and 3 unchanged bars at the end of one symbol, 3 more at the start of the next: 6 in a row
+    # across the boundary, never 5 within a symbol
+    a, b = _bars("AAA", 20), _bars("AAB", 20, start="2021-02-01")
+    a.loc[17:, "volume"], b.loc[:2, "volume"] = 0.0, 0.0
+    a.loc[17:, ["open", "high", "low", "close"]] = 9.0
+    b.loc[:2, ["open", "high", "low", "close"]] = 9.0
+    pair, _ = validate_bars(pd.concat([a, b]), "pair")
+    for frame in (bars, pair):
+        per_symbol = {s for s, g in frame.groupby("symbol") if any(find_events(g.reset_index(drop=True), cfg).values())}
+        assert _symbols_with_events(frame, cfg) == per_symbol
+    assert _symbols_with_events(pair, cfg) == set() and len(_symbols_with_events(bars, cfg)) >= 4
+
+
 def test_split_detector_finds_nothing_in_an_ordinary_universe(universe_02):
     from raycast.config import QualityConfig
     from raycast.data.quality import apply_quality_policies
@@ -604,6 +625,69 @@ def test_append_adds_days_and_symbols_and_equals_a_full_ingest(tmp_path):
     added = sorted((after / "symbol=SYN000").glob("data-*.parquet"))
     assert len(added) == 1 and len(pd.read_parquet(added[0])) == 5
     assert sorted(p.name for p in (after / "symbol=SYN003").iterdir()) == ["data.parquet"]
+
+
+def test_appends_planned_on_tails_equal_a_full_ingest_across_hash_blocks(tmp_path):
+    """Appends of 10, 10 and 40 days onto 240 bars: each symbol's hash chain crosses a block boundary (256 bars),
+    a stale streak starts in the stored bars and ends in the new ones, and the last append starts from a version
+    without tails (as one written before they were kept). Each time, what is stored hashes and reads as a full
+    ingest of the same bars does."""
+    from raycast.data.ingest import append_bars
+    from raycast.data.schema import HASH_BLOCK, symbol_hashes
+    from raycast.data.store import TAIL_BARS, TAILS
+
+    bars = generate_synthetic(SyntheticConfig(n_symbols=3, n_days=300, seed=4)).bars
+    assert 240 < HASH_BLOCK < 260 and 240 > TAIL_BARS
+    streak = (bars["symbol"] == "SYN001") & bars["date"].isin(np.sort(bars["date"].unique())[237:243])
+    flat = bars.loc[streak, "close"].iloc[0]
+    bars.loc[streak, ["open", "high", "low", "close"]] = flat  # 6 bars at one price: a stale stretch (5)
+    days = np.sort(bars["date"].unique())
+    chunks = [days[:240], days[240:250], days[250:260], days[260:]]
+    storage = tmp_path / "store"
+    for i, chunk in enumerate(chunks):
+        path = tmp_path / f"chunk{i}.csv"
+        bars[bars["date"].isin(chunk)].to_csv(path, index=False)
+        if i == 0:
+            ingest(_cfg(storage, source="files", files={"path": str(path)}))
+            continue
+        if i == 3:
+            (current_version_dir(str(storage)) / TAILS).unlink()
+        summary = append_bars(_cfg(storage), str(path))
+        assert summary["published"] and summary["symbols_rewritten"] == 0 and summary["new_rows"] == 3 * len(chunk)
+        stored = read_bars(str(storage))
+        expected = bars[bars["date"] <= chunk[-1]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(stored, expected)
+        manifest = read_manifest(str(storage))
+        assert manifest["symbol_hashes"] == symbol_hashes(expected), i
+        assert manifest["quality"]["stale"]["symbols"] == {"SYN001": 1}, i  # found once, in the first append
+    bars.to_csv(tmp_path / "all.csv", index=False)
+    full = ingest(_cfg(tmp_path / "full", source="files", files={"path": str(tmp_path / "all.csv")}))
+    assert full["content_hash"] == read_manifest(str(storage))["content_hash"]
+    assert full["quality"]["stale"]["symbols"] == {"SYN001": 1}
+
+
+def test_a_month_of_daily_appends_keeps_each_symbol_to_a_few_files(tmp_path):
+    """Day after day, a symbol's appended files are merged into one (from its tail) once there are MERGE_FILES of
+    them, so an append links a few files per symbol, not one per day so far; the bars stay a full ingest's."""
+    from raycast.data.ingest import append_bars
+    from raycast.data.schema import symbol_hashes
+    from raycast.data.store import MERGE_FILES
+
+    bars, head, _ = _universe_csvs(tmp_path, cut=2 * MERGE_FILES + 3)
+    storage = tmp_path / "store"
+    ingest(_cfg(storage, source="files", files={"path": str(head)}))
+    days = np.sort(bars["date"].unique())[-(2 * MERGE_FILES + 3) :]
+    most = 0
+    for i, day in enumerate(days):
+        bars[bars["date"] == day].to_csv(tmp_path / f"day{i}.csv", index=False)
+        assert append_bars(_cfg(storage), str(tmp_path / f"day{i}.csv"))["symbols_rewritten"] == 0
+        files = sorted(p.name for p in (current_version_dir(str(storage)) / "symbol=SYN001").iterdir())
+        assert "data.parquet" in files and len(files) <= MERGE_FILES + 1, files
+        most = max(most, len(files))
+    assert most == MERGE_FILES + 1 and len(files) < most  # it grew to the bound and was merged
+    expected = bars[bars["date"] <= days[-1]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(read_bars(str(storage)), expected)
+    assert read_manifest(str(storage))["symbol_hashes"] == symbol_hashes(expected)
 
 
 def test_a_resent_day_is_idempotent_and_a_correction_is_counted(tmp_path):

@@ -85,8 +85,8 @@ def append_bars(cfg: RaycastConfig, path: str) -> dict:
     A bar on a (symbol, date) that is already stored with the same values changes nothing, so re-sending a day
     publishes no new version; one with other values is a correction, counted (and listed) in the manifest's
     ``append`` section. Rejected rows are added to the version's rejected rows. The quality policies run on each
-    touched symbol's stored history joined with its new bars, so a split in the new bars is adjusted as a full
-    ingest would.
+    touched symbol's stored bars joined with its new ones (its last bars, or its whole history when the append
+    changes stored bars: see :func:`plan_append`), so a split in the new bars is adjusted as a full ingest would.
     """
     from functools import partial
 
@@ -118,27 +118,43 @@ def append_bars(cfg: RaycastConfig, path: str) -> dict:
 
 
 def plan_append(
-    new: pd.DataFrame, rejected: pd.DataFrame, sources: list[str], quality_cfg, previous_dir, old: dict
+    new: pd.DataFrame, rejected: pd.DataFrame, sources: list[str], quality_cfg, previous_dir, old: dict, tails
 ) -> AppendPlan:
-    """The :class:`AppendPlan` of validated bars ``new`` on the version at ``previous_dir`` (manifest ``old``).
+    """The :class:`AppendPlan` of validated bars ``new`` on the version at ``previous_dir`` (manifest ``old``,
+    :class:`~raycast.data.store.Tails` ``tails``).
 
-    Whole-frame operations throughout: an append touches every symbol of the universe on a normal day.
+    Planned on each touched symbol's tail, which holds every stored bar a new one can be compared with or a quality
+    check looks back on, as long as the new bars come after the tail's start. A symbol whose new bars reach further
+    back, or whose stored bars the append changes (a correction, a back-filled gap, a split adjusted into them, a
+    cut), is planned again on its whole history. Whole-frame operations throughout: an append touches every symbol
+    of the universe on a normal day.
     """
-    import pyarrow as pa
-
     from raycast.data.schema import BAR_COLUMNS, canonical_bars, empty_bars
-    from raycast.data.store import read_symbol_table
+    from raycast.data.store import read_bars_of
 
     values = list(VALUE_COLUMNS)
-    known = [s for s in new["symbol"].unique() if s in old["rows_per_symbol"]]
-    tables = [read_symbol_table(previous_dir, s) for s in sorted(known)]
-    stored = canonical_bars(pa.concat_tables(tables).to_pandas(), check=False) if tables else empty_bars()
+    known = {s for s in new["symbol"].unique() if s in old["rows_per_symbol"]}
+    stored = tails.bars[tails.bars["symbol"].isin(known)]
+    n_tail = stored.groupby("symbol").size()
+    partial = {s for s in known if n_tail[s] < old["rows_per_symbol"][s]}  # a tail, not the whole history
+    look_back = max(quality_cfg.stale_days, quality_cfg.zero_volume_days) + 1
+    reach = new.groupby("symbol")["date"].min()
+    tail_start = stored.groupby("symbol")["date"].min()
+    whole = {s for s in partial if reach[s] < tail_start[s] or n_tail[s] < look_back}
+
+    def with_histories(stored: pd.DataFrame, symbols: set[str]) -> pd.DataFrame:
+        if not symbols:
+            return stored
+        full = read_bars_of(previous_dir, sorted(symbols))
+        return canonical_bars(pd.concat([stored[~stored["symbol"].isin(symbols)], full]), check=False)
+
+    stored, partial = with_histories(stored, whole), partial - whole
     merged = new.merge(stored, on=["symbol", "date"], how="left", suffixes=("", "_old"))
     has_old = merged["open_old"].notna().to_numpy()
     same = has_old & np.logical_and.reduce([(merged[c] == merged[f"{c}_old"]).to_numpy() for c in values])
     corrected, fresh = has_old & ~same, ~has_old
     changed = merged.loc[corrected | fresh, list(BAR_COLUMNS)]
-    new_symbols = sorted(set(new["symbol"].unique()) - set(known))
+    new_symbols = sorted(set(new["symbol"].unique()) - known)
     summary = {
         "sources": sources,
         "new_rows": int(fresh.sum()),
@@ -153,34 +169,46 @@ def plan_append(
         "rejected": reason_counts(rejected),
     }
     if changed.empty:
-        return AppendPlan(empty_bars(), {}, rejected, sources, old.get("quality"), summary, unchanged=True)
+        return AppendPlan(empty_bars(), empty_bars(), rejected, sources, old.get("quality"), summary, unchanged=True)
 
     touched = set(changed["symbol"].unique())
-    base = stored[stored["symbol"].isin(touched)]
     corrected_keys = merged.loc[corrected, ["symbol", "date"]].assign(_corrected=True)
-    base = base.merge(corrected_keys, on=["symbol", "date"], how="left")
-    base = base[base["_corrected"].isna()].drop(columns="_corrected")
-    combined = canonical_bars(pd.concat([base, changed], ignore_index=True))
     since = changed.groupby("symbol")["date"].min()
-    # extensions: only dates after the stored ones, nothing corrected; the stored files can stay as they are
-    last_stored = stored.groupby("symbol")["date"].max()
-    n_stored = stored.groupby("symbol").size()
     bad = set(merged.loc[corrected, "symbol"])
-    clean = {s for s in touched & set(last_stored.index) if s not in bad and since[s] > last_stored[s]}
-    adjusted, fresh_report = apply_quality_policies(combined, quality_cfg, since.to_dict())
-    # ... unless a quality policy changed the stored bars (a split adjusted into them, a cut)
-    kept = adjusted[adjusted["symbol"].isin(clean)].merge(stored, on=["symbol", "date"], how="inner", suffixes=("", "_old"))
-    equal = np.logical_and.reduce([(kept[c] == kept[f"{c}_old"]).to_numpy() for c in values])
-    untouched_rows = kept[equal].groupby("symbol").size()
-    per_symbol = adjusted.groupby("symbol").size()
-    extended = {
-        s: int(per_symbol[s] - n_stored[s])
-        for s in clean
-        if untouched_rows.get(s, 0) == n_stored[s] and per_symbol.get(s, 0) > n_stored[s]
-    }
+    while True:
+        base = stored[stored["symbol"].isin(touched)]
+        base = base.merge(corrected_keys, on=["symbol", "date"], how="left")
+        base = base[base["_corrected"].isna()].drop(columns="_corrected")
+        combined = canonical_bars(pd.concat([base, changed], ignore_index=True))
+        # extensions: only dates after the stored ones, nothing corrected; the stored files can stay as they are
+        last_stored = stored.groupby("symbol")["date"].max()
+        n_stored = stored.groupby("symbol").size()
+        clean = {s for s in touched & set(last_stored.index) if s not in bad and since[s] > last_stored[s]}
+        adjusted, fresh_report = apply_quality_policies(combined, quality_cfg, since.to_dict())
+        # ... unless a quality policy changed the stored bars (a split adjusted into them, a cut)
+        kept = adjusted[adjusted["symbol"].isin(clean)].merge(stored, on=["symbol", "date"], suffixes=("", "_old"))
+        equal = np.logical_and.reduce([(kept[c] == kept[f"{c}_old"]).to_numpy() for c in values])
+        untouched_rows = kept[equal].groupby("symbol").size()
+        per_symbol = adjusted.groupby("symbol").size()
+        extended = {
+            s for s in clean if untouched_rows.get(s, 0) == n_stored[s] and per_symbol.get(s, 0) > n_stored[s]
+        }
+        redo = (touched & partial) - extended  # a rewrite needs the whole history
+        if not redo:
+            break
+        stored, partial = with_histories(stored, redo), partial - redo
+    is_extended = adjusted["symbol"].isin(extended).to_numpy()
+    after = adjusted["date"].to_numpy() > adjusted["symbol"].map(last_stored).to_numpy()
     summary["symbols_rewritten"] = len(touched) - len(extended)
     summary["quality"] = quality_summary(fresh_report)
-    return AppendPlan(adjusted, extended, rejected, sources, _merge_quality(old.get("quality"), fresh_report), summary)
+    return AppendPlan(
+        adjusted[~is_extended],
+        adjusted[is_extended & after],
+        rejected,
+        sources,
+        _merge_quality(old.get("quality"), fresh_report),
+        summary,
+    )
 
 
 def _merge_quality(previous: dict | None, fresh: dict) -> dict:

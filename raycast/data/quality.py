@@ -77,6 +77,33 @@ def _adjust_splits(bars: pd.DataFrame, splits: list[tuple[int, float]]) -> pd.Da
     return out
 
 
+def _long_runs(mask: np.ndarray, first: np.ndarray, min_length: int) -> np.ndarray:
+    """Rows in runs of True at least ``min_length`` long, a run broken where a symbol's rows begin (``first``)."""
+    begins = mask & (~np.r_[False, mask[:-1]] | first)
+    run = np.cumsum(begins)
+    lengths = np.bincount(run[mask], minlength=run[-1] + 1 if len(run) else 1)
+    return mask & (lengths[run] >= min_length)
+
+
+def _symbols_with_events(bars: pd.DataFrame, cfg: QualityConfig) -> set[str]:
+    """The symbols of sorted canonical bars where any check fires, found on the whole frame at once so that the
+    per-symbol pass only visits them (on a clean universe, none)."""
+    symbol = bars["symbol"].to_numpy()
+    if not len(symbol):
+        return set()
+    first = np.r_[True, symbol[1:] != symbol[:-1]]
+    hit = np.zeros(len(symbol), dtype=bool)
+    hit[[i for i, _ in find_splits(bars, cfg)]] = True
+    days = bars["date"].to_numpy("datetime64[D]")
+    hit[1:] |= np.busday_count(days[:-1], days[1:]) - 1 >= cfg.halt_days
+    hit &= ~first  # a pair of bars across two symbols is no event
+    hit |= _long_runs(bars["volume"].to_numpy() == 0, first, cfg.zero_volume_days)
+    close = bars["close"].to_numpy()
+    unchanged = np.r_[False, close[1:] == close[:-1]] & ~first
+    hit |= _long_runs(unchanged, first, cfg.stale_days - 1)
+    return set(symbol[hit].tolist())
+
+
 def apply_quality_policies(
     bars: pd.DataFrame, cfg: QualityConfig, since: dict[str, pd.Timestamp] | None = None
 ) -> tuple[pd.DataFrame, dict]:
@@ -91,8 +118,11 @@ def apply_quality_policies(
     policy = {"splits": cfg.splits, "halts": cfg.halts, "zero_volume": cfg.zero_volume, "stale": cfg.stale}
     report = {c: {"policy": policy[c], "events": 0, "symbols": {}, "rows_cut": 0} for c in CHECKS}
     report["splits"]["found"] = []
-    parts = []
-    for symbol, group in bars.groupby("symbol", sort=True):
+    bars = canonical_bars(bars, check=False)
+    suspects = _symbols_with_events(bars, cfg)
+    to_check = bars["symbol"].isin(suspects).to_numpy()
+    parts = [bars[~to_check]]
+    for symbol, group in bars[to_check].groupby("symbol", sort=True):
         group = group.reset_index(drop=True)
         first_new = 0 if since is None or symbol not in since else int(group["date"].searchsorted(since[symbol]))
         splits = find_splits(group, cfg)
@@ -117,8 +147,7 @@ def apply_quality_policies(
                 entry["rows_cut"] += ends[-1] - start
                 start = ends[-1]
         parts.append(group.iloc[start:])
-    out = pd.concat(parts, ignore_index=True) if parts else bars
-    return canonical_bars(out, check=False), report
+    return canonical_bars(pd.concat(parts, ignore_index=True), check=False), report
 
 
 def quality_summary(report: dict) -> str:

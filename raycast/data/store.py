@@ -5,8 +5,9 @@ Layout under ``<storage>/market/``::
     CURRENT                      one line: the name of the published version directory
     v-<utc timestamp>-<uuid>/
         symbol=<SYM>/data.parquet    canonical bars of one symbol, sorted by date (see symbol_dir_name)
-        symbol=<SYM>/data-<v>.parquet  bars an append added after them (see below), one file per append
+        symbol=<SYM>/data-<v>.rows<n>.parquet  n bars appends added after them (see below)
         rejected.parquet             rejected rows (original values as text, reason, source, row)
+        tails.parquet                the last bars of every symbol and its hash chain state (see :class:`Tails`)
         manifest.json                what is in the version (see :func:`build_manifest`)
 
 A version is written into a hidden ``.tmp-...`` directory, fsynced, renamed to ``v-...`` and only then published
@@ -22,10 +23,15 @@ models' ones, which also clears the debris of killed writers. Run one ingest at 
 
 An append (:func:`append_market_data`) publishes a new version the same way without rewriting the symbols it
 does not change: their files are hard links to the previous version's (a server-side copy on an object store).
-A symbol that only gains later dates keeps its files too and gets one more, ``data-<version>.parquet``, with the
-new bars; a symbol whose stored bars change (a corrected bar, a back-filled gap, a split adjusted by the quality
+A symbol that only gains later dates keeps its files too and gets one more, ``data-<version>.rows<n>.parquet``,
+with the new bars; once it has :data:`MERGE_FILES` of those, the next append writes them as one file instead,
+taken from the symbol's tail (no read), so a day's append links a few files per symbol however many days came
+before. A symbol whose stored bars change (a corrected bar, a back-filled gap, a split adjusted by the quality
 policy, a new symbol) is rewritten as one ``data.parquet``, and so is one that would exceed
-:data:`MAX_FILES_PER_SYMBOL` files. Readers read every ``*.parquet`` of a symbol's directory, in date order.
+:data:`MAX_FILES_PER_SYMBOL` files (its appended bars outgrew the tail). Readers read every ``*.parquet`` of a
+symbol's directory, in date order.
+An append plans on the version's tails rather than on whole histories, so a day's bars for every symbol cost one
+small read instead of one per symbol; a symbol whose stored bars would change is read whole.
 
 Nothing here embeds a wall-clock time in the files, so the same input yields byte-identical Parquet files and
 manifest; only the version directory name carries the time.
@@ -41,6 +47,7 @@ import shutil
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,15 +59,29 @@ import pyarrow.parquet as pq
 
 from raycast import fs
 from raycast.data.errors import DataError
-from raycast.data.schema import VALUE_COLUMNS, canonical_bars, combine_hashes, empty_bars, symbol_hashes
+from raycast.data.schema import (
+    VALUE_COLUMNS,
+    bar_arrays,
+    canonical_bars,
+    combine_hashes,
+    empty_bars,
+    finish_hash,
+    hash_chain,
+    symbol_bounds,
+    symbol_hashes,
+)
 from raycast.data.validate import REJECTED_COLUMNS, reason_counts
 from raycast.lineage import referenced_versions
 
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 REJECTED = "rejected.parquet"
+TAILS = "tails.parquet"
+TAIL_BARS = 128
+WRITE_THREADS = 8
 DATA_FILE = "data.parquet"
 APPENDED_PREFIX = "data-"
+MERGE_FILES = 8
 MAX_FILES_PER_SYMBOL = 32
 """An append that would leave a symbol with more files than this rewrites it as one (reads stay few and large)."""
 
@@ -97,12 +118,15 @@ def market_dir(storage: str) -> fs.Location:
     return fs.join(storage, "market")
 
 
-def build_manifest(bars: pd.DataFrame, rejected: pd.DataFrame, base: dict | None = None) -> dict:
-    """``base`` (``sources``, ``synthetic``, ``quality``) completed with the fields derived from the data."""
+def build_manifest(
+    bars: pd.DataFrame, rejected: pd.DataFrame, base: dict | None = None, hashes: dict[str, str] | None = None
+) -> dict:
+    """``base`` (``sources``, ``synthetic``, ``quality``) completed with the fields derived from the data
+    (``hashes``: the bars' :func:`symbol_hashes`, when already known)."""
     base = dict(base or {})
     per_symbol = bars.groupby("symbol", sort=True).size()
     counts = reason_counts(rejected)
-    hashes = symbol_hashes(bars)
+    hashes = symbol_hashes(bars) if hashes is None else hashes
     return {
         "sources": list(base.get("sources", [])),
         "symbols": [str(s) for s in per_symbol.index],
@@ -130,10 +154,11 @@ def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, 
     if bars.empty:
         raise DataError("refusing to publish an empty market dataset")
     rejected = rejected.reindex(columns=list(REJECTED_COLUMNS))
-    full = build_manifest(bars, rejected, manifest)
+    tails, hashes = Tails.of(bars)
+    full = build_manifest(bars, rejected, manifest, hashes)
     root = market_dir(storage)
     if fs.is_remote(root):
-        return _write_remote(root, bars, rejected, full, referenced_versions(storage, "market"))
+        return _write_remote(root, bars, rejected, full, tails, referenced_versions(storage, "market"))
     root.mkdir(parents=True, exist_ok=True)
     with _writer_lock(root):
         for debris in root.glob(".tmp-*"):
@@ -142,7 +167,7 @@ def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, 
         tmp = root / f".tmp-{name}"
         tmp.mkdir()
         try:
-            _write_version(tmp, bars, rejected, full)
+            _write_version(tmp, bars, rejected, full, tails)
             os.rename(tmp, root / name)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -158,15 +183,88 @@ def write_market_data(storage: str, bars: pd.DataFrame, rejected: pd.DataFrame, 
 
 
 @dataclass
+class Tails:
+    """The last bars of every symbol of a version and where each symbol's hash chain stands.
+
+    An append plans on these instead of whole histories: a quality check looks back a few bars (a split or a halt
+    one, a streak ``zero_volume_days`` or ``stale_days``), a re-sent or corrected bar is compared with the stored
+    one on its date, and a symbol's hash goes on from its chain state (see :func:`raycast.data.schema.hash_chain`).
+    Each symbol keeps its last :data:`TAIL_BARS` bars (all, when it has fewer) and at least every bar after its
+    chain state.
+    """
+
+    bars: pd.DataFrame  # canonical
+    chain: dict[str, tuple[int, str]]  # symbol -> (bars chained, chain state as hex)
+
+    @classmethod
+    def of(cls, histories: pd.DataFrame) -> tuple[Tails, dict[str, str]]:
+        """The tails of whole canonical histories, and their symbol hashes."""
+        arrays = bar_arrays(histories)
+        keep, chain, hashes = [], {}, {}
+        for symbol, a, b in symbol_bounds(histories):
+            consumed, state = hash_chain(arrays, a, b)
+            hashes[symbol] = finish_hash(state, arrays, a + consumed, b, b - a)
+            chain[symbol] = (consumed, state.hex())
+            keep.append(np.arange(max(a, b - max(TAIL_BARS, b - a - consumed)), b))
+        rows = np.concatenate(keep) if keep else np.zeros(0, dtype=int)
+        return cls(histories.iloc[rows].reset_index(drop=True), chain), hashes
+
+    def extend(self, added: pd.DataFrame, stored_rows: dict[str, int]) -> tuple[Tails, dict[str, str]]:
+        """The tails after ``added`` (canonical bars dated after every stored bar of their symbols, which hold
+        ``stored_rows`` bars) and the extended symbols' hashes; only those symbols are returned."""
+        symbols = set(added["symbol"].unique())
+        both = canonical_bars(pd.concat([self.bars[self.bars["symbol"].isin(symbols)], added]), check=False)
+        arrays = bar_arrays(both)
+        n_tail = self.bars[self.bars["symbol"].isin(symbols)].groupby("symbol").size()
+        n_added = added.groupby("symbol").size()
+        keep, chain, hashes = [], {}, {}
+        for symbol, a, b in symbol_bounds(both):
+            chained, state = self.chain[symbol]
+            first_stored = stored_rows[symbol] - int(n_tail[symbol])  # the tail's first bar, counted in the history
+            consumed, next_state = hash_chain(arrays, a + chained - first_stored, b, bytes.fromhex(state))
+            chained += consumed
+            n_bars = stored_rows[symbol] + int(n_added[symbol])
+            hashes[symbol] = finish_hash(next_state, arrays, b - (n_bars - chained), b, n_bars)
+            chain[symbol] = (chained, next_state.hex())
+            keep.append(np.arange(max(a, b - max(TAIL_BARS, n_bars - chained)), b))
+        rows = np.concatenate(keep) if keep else np.zeros(0, dtype=int)
+        return Tails(both.iloc[rows].reset_index(drop=True), chain), hashes
+
+    def without(self, symbols: set[str]) -> Tails:
+        kept = self.bars[~self.bars["symbol"].isin(symbols)]
+        return Tails(kept, {s: c for s, c in self.chain.items() if s not in symbols})
+
+    @staticmethod
+    def merge(parts: list[Tails]) -> Tails:
+        bars = canonical_bars(pd.concat([p.bars for p in parts], ignore_index=True), check=False)
+        return Tails(bars, {s: c for p in parts for s, c in p.chain.items()})
+
+    def write(self, version: fs.Location) -> None:
+        chain = json.dumps({s: list(c) for s, c in sorted(self.chain.items())}, separators=(",", ":"))
+        table = _to_arrow(self.bars, BAR_SCHEMA).replace_schema_metadata({b"raycast.hash_chain": chain.encode()})
+        _write_parquet(table, fs.join(version, TAILS))
+
+    @classmethod
+    def read(cls, version: fs.Location) -> Tails | None:
+        """The version's tails; None for a version written before they were kept."""
+        path = fs.join(version, TAILS)
+        if not fs.exists(path):
+            return None
+        table = _read_table(path)
+        chain = json.loads(table.schema.metadata[b"raycast.hash_chain"])
+        return cls(canonical_bars(table.to_pandas(), check=False), {s: (int(n), h) for s, (n, h) in chain.items()})
+
+
+@dataclass
 class AppendPlan:
     """What an append changes, planned on the version it is applied to (see :func:`append_market_data`).
 
-    ``histories`` holds the whole new history of every symbol the append touches (canonical bars); ``extended`` the
-    ones among them whose stored bars stay exactly as they were, with the number of bars added after them.
+    ``histories`` holds the whole new history of every symbol the append rewrites (canonical bars); ``added`` the
+    bars of the symbols that only gain later dates, whose stored bars stay exactly as they were.
     """
 
     histories: pd.DataFrame
-    extended: dict[str, int]
+    added: pd.DataFrame
     rejected: pd.DataFrame  # the append's rejected rows, added to the version's
     sources: list[str]
     quality: dict | None  # the new version's whole quality report
@@ -179,8 +277,11 @@ def new_version_name() -> str:
     return f"v-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
 
 
-def append_market_data(storage: str, plan: Callable[[fs.Location, dict], AppendPlan]) -> tuple[fs.Location | None, AppendPlan]:
-    """Publish ``plan(current version directory, its manifest)`` as a new version; (its directory, the plan).
+def append_market_data(
+    storage: str, plan: Callable[[fs.Location, dict, Tails], AppendPlan]
+) -> tuple[fs.Location | None, AppendPlan]:
+    """Publish ``plan(current version directory, its manifest, its tails)`` as a new version; (its directory, the
+    plan).
 
     The plan is made while holding the writer lock, on the version that is current then, so an append never
     builds on a version another writer is replacing. When the plan finds nothing new, nothing is published and
@@ -219,41 +320,74 @@ def _append(
     storage: str, root: fs.Location, previous: fs.Location, plan: Callable, out: fs.Location
 ) -> tuple[fs.Location | None, AppendPlan]:
     old = json.loads(fs.read_text(fs.join(previous, MANIFEST)))
-    planned = plan(previous, old)
+    tails = Tails.read(previous)
+    if tails is None:  # a version written before tails were kept: made once from its files
+        tails, _ = Tails.of(read_bars_of(previous, sorted(old["rows_per_symbol"])))
+    planned = plan(previous, old, tails)
     if planned.unchanged:
         return None, planned
     histories = canonical_bars(planned.histories, check=False)
+    added = canonical_bars(planned.added, check=False)
+    rewritten_tails, rewritten_hashes = Tails.of(histories)
+    extended_tails, extended_hashes = tails.extend(added, old["rows_per_symbol"])
     sizes = histories.groupby("symbol", sort=True).size()
+    n_added = added.groupby("symbol", sort=True).size()
     starts = dict(zip(sizes.index, np.r_[0, np.cumsum(sizes.to_numpy())[:-1]]))
+    added_starts = dict(zip(n_added.index, np.r_[0, np.cumsum(n_added.to_numpy())[:-1]]))
     table = _to_arrow(histories, BAR_SCHEMA)  # one conversion, zero-copy slices per symbol
+    added_table = _to_arrow(added, BAR_SCHEMA)
     symbols = sorted(set(_symbols(previous)) | set(sizes.index))
-    hashes = dict(old.get("symbol_hashes") or {}) | symbol_hashes(histories)
+    hashes = dict(old.get("symbol_hashes") or {}) | rewritten_hashes | extended_hashes
     rows = dict(old["rows_per_symbol"]) | {str(s): int(n) for s, n in sizes.items()}
+    rows |= {str(s): int(old["rows_per_symbol"][s] + n) for s, n in n_added.items()}
     tag = fs.name(out).removeprefix(".tmp-")
-    for symbol in symbols:
+    new_tails = _to_arrow(extended_tails.bars, BAR_SCHEMA)
+    new_tail_rows = {symbol: (a, b) for symbol, a, b in symbol_bounds(extended_tails.bars)}
+
+    def place(symbol: str) -> dict[str, str]:
+        """Link or write one symbol's files into the new version; its hash when the old manifest lacks it."""
         src, dst = fs.join(previous, symbol_dir_name(symbol)), fs.join(out, symbol_dir_name(symbol))
         fs.makedirs(dst)
         files = _symbol_files(src) if symbol in old["rows_per_symbol"] else []
-        if symbol not in starts:  # untouched: the same files
-            for f in files:
-                fs.link(fs.join(src, f), fs.join(dst, f))
-            if symbol not in hashes:  # a manifest written before per-symbol hashes
-                hashes |= symbol_hashes(read_symbol_bars(previous, symbol))
-            continue
-        history = table.slice(starts[symbol], int(sizes[symbol]))
-        added = planned.extended.get(symbol)
-        if added is not None and files and len(files) < MAX_FILES_PER_SYMBOL:
-            for f in files:
-                fs.link(fs.join(src, f), fs.join(dst, f))
-            if added:
-                _write_parquet(history.slice(history.num_rows - added), fs.join(dst, f"{APPENDED_PREFIX}{tag}.parquet"))
+        if symbol in starts:
+            _write_parquet(table.slice(starts[symbol], int(sizes[symbol])), fs.join(dst, DATA_FILE))
+            return {}
+        if symbol not in added_starts:  # untouched: the same files
+            for old_file, new_file in zip(fs.join_all(src, files), fs.join_all(dst, files)):
+                fs.link(old_file, new_file)
         else:
-            _write_parquet(history, fs.join(dst, DATA_FILE))
+            new_rows = added_table.slice(added_starts[symbol], int(n_added[symbol]))
+            appended = [f for f in files if f != DATA_FILE]
+            counts = [_rows_in_name(f) for f in appended]
+            a, b = new_tail_rows[symbol]
+            merged = sum(counts) + new_rows.num_rows if None not in counts else None
+            if len(appended) >= MERGE_FILES and merged is not None and merged <= b - a:  # all in the tail
+                files, new_rows = [f for f in files if f == DATA_FILE], new_tails.slice(b - merged, merged)
+            elif len(files) >= MAX_FILES_PER_SYMBOL:  # compacted into one file
+                whole = pa.concat_tables([read_symbol_table(previous, symbol), new_rows])
+                _write_parquet(whole, fs.join(dst, DATA_FILE))
+                return {}
+            for old_file, new_file in zip(fs.join_all(src, files), fs.join_all(dst, files)):  # the same files ...
+                fs.link(old_file, new_file)
+            # ... and one more with the new bars
+            _write_parquet(new_rows, fs.join(dst, f"{APPENDED_PREFIX}{tag}.rows{new_rows.num_rows}.parquet"))
+            return {}
+        if symbol not in hashes:  # a manifest written before per-symbol hashes
+            return symbol_hashes(read_symbol_bars(previous, symbol))
+        return {}
+
+    # Threads: most of a symbol's time is waiting on fsync (or on the object store), which releases the GIL.
+    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
+        for found in pool.map(place, symbols):
+            hashes |= found
+    changed = set(sizes.index) | set(n_added.index)
+    Tails.merge([tails.without(changed), rewritten_tails, extended_tails]).write(out)
     previous_rejected = _read_table(fs.join(previous, REJECTED)).to_pandas()
     new_rejected = planned.rejected.reindex(columns=list(REJECTED_COLUMNS))
     rejected = pd.concat([previous_rejected, new_rejected], ignore_index=True) if len(new_rejected) else previous_rejected
     _write_parquet(_to_arrow(rejected, REJECTED_SCHEMA), fs.join(out, REJECTED))
-    firsts, lasts = [histories["date"].min()], [histories["date"].max()]
+    firsts = [f["date"].min() for f in (histories, added) if len(f)]
+    lasts = [f["date"].max() for f in (histories, added) if len(f)]
     counts = reason_counts(rejected)
     manifest = {
         "sources": list(dict.fromkeys([*old.get("sources", []), *planned.sources])),
@@ -281,11 +415,13 @@ def _append(
     return out, planned
 
 
-def _write_remote(root: str, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict, referenced: set[str]) -> str:
+def _write_remote(
+    root: str, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict, tails: Tails, referenced: set[str]
+) -> str:
     # See the module docstring: no rename on an object store, the CURRENT PUT is the publication.
     name = new_version_name()
     try:
-        _write_version(fs.join(root, name), bars, rejected, manifest)
+        _write_version(fs.join(root, name), bars, rejected, manifest, tails)
     except BaseException:
         fs.delete_dir(fs.join(root, name))
         raise
@@ -298,7 +434,7 @@ def _write_remote(root: str, bars: pd.DataFrame, rejected: pd.DataFrame, manifes
     return fs.join(root, name)
 
 
-def _write_version(out: fs.Location, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict) -> None:
+def _write_version(out: fs.Location, bars: pd.DataFrame, rejected: pd.DataFrame, manifest: dict, tails: Tails) -> None:
     # One conversion to Arrow, then zero-copy slices per symbol (bars are sorted by symbol).
     table = _to_arrow(bars, BAR_SCHEMA)
     start = 0
@@ -308,6 +444,7 @@ def _write_version(out: fs.Location, bars: pd.DataFrame, rejected: pd.DataFrame,
         _write_parquet(table.slice(start, size), fs.join(sym_dir, DATA_FILE))
         start += size
     _write_parquet(_to_arrow(rejected, REJECTED_SCHEMA), fs.join(out, REJECTED))
+    tails.write(out)
     fs.write_text(fs.join(out, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     if not fs.is_remote(out):
         _fsync_dir(out)
@@ -397,10 +534,21 @@ def read_bars(storage: str, symbols: list[str] | None = None) -> pd.DataFrame:
     unknown = [s for s in wanted if s not in available]
     if unknown:
         raise KeyError(f"no market data for symbol(s) {', '.join(unknown)}; available: {', '.join(available)}")
-    if not wanted:
+    return read_bars_of(version, wanted)
+
+
+def read_bars_of(version: fs.Location, symbols: list[str]) -> pd.DataFrame:
+    """Canonical bars of the given symbols of one version."""
+    if not symbols:
         return empty_bars()
-    tables = [read_symbol_table(version, s) for s in wanted]
+    tables = [read_symbol_table(version, s) for s in symbols]
     return canonical_bars(pa.concat_tables(tables).to_pandas(), check=False)
+
+
+def _rows_in_name(name: str) -> int | None:
+    """The bar count an appended file's name carries (``data-<version>.rows<n>.parquet``); None without one."""
+    _, found, rest = name.partition(".rows")
+    return int(rest.removesuffix(".parquet")) if found and rest.removesuffix(".parquet").isdigit() else None
 
 
 def _symbol_files(symbol_dir: fs.Location) -> list[str]:
@@ -442,12 +590,14 @@ def _read_table(path: fs.Location) -> pa.Table:
 
 __all__ = [
     "AppendPlan",
+    "Tails",
     "append_market_data",
     "build_manifest",
     "current_version_dir",
     "list_symbols",
     "market_dir",
     "read_bars",
+    "read_bars_of",
     "read_manifest",
     "read_rejected",
     "read_symbol_bars",
