@@ -182,6 +182,17 @@ def test_daily_cycle_scores_quietly_then_notices_the_fade_and_never_rolls_out_a_
     written = json.loads((root / "store" / "daily" / f"{days[-1].date()}.json").read_text())
     assert written["retrain"]["candidate"] == candidate and written["monitor"]["alerts"] == monitor["alerts"]
 
+    # (c) the day's job run again (a scheduler's retry): nothing new is published or scored, the skill alert still
+    # fires, and the cooldown trains no second candidate
+    registered = len(list_versions(cfg.storage))
+    retry = run_daily(cfg, [str(root / "off-2.parquet")])
+    assert [a["published"] for a in retry["appended"]] == [False] and retry["scored"]["rows"] == 0
+    assert [a for a in retry["monitor"]["alerts"] if "Rank IC" in a] == [skill]
+    held = retry["retrain"]
+    assert held["cooling_down"] and not held["rolled_out"] and held["last_candidate"]["candidate"] == candidate
+    assert held["cooldown_days_left"] == cfg.daily.retrain_cooldown_days and candidate in held["reason"]
+    assert len(list_versions(cfg.storage)) == registered and served_version(cfg.storage) == resolve_version(cfg.storage)
+
 
 def test_the_served_version_is_what_a_config_without_one_resolves_to(registered_model, tmp_path):
     """Registering a candidate does not change what is served once a version was chosen; "latest" is the newest."""
