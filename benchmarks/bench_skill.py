@@ -1,8 +1,8 @@
 """Forecast skill against what a quant tries first: the ensemble vs its best member, a ridge and LightGBM.
 
 For each planted strength (and the null universe, strength 0) and each seed, a synthetic universe is ingested,
-featurized, trained by ``raycast train`` (Ray Train, the shipped training defaults, models that keep the reference
-shapes at a width this CPU can train in minutes) and scored by ``raycast evaluate``'s split mode on its test
+featurized, trained by ``raycast train`` (Ray Train, the shipped loss and labels, :data:`TRAIN`'s epochs and
+steps, models that keep the reference shapes at a width this CPU can train in minutes) and scored by ``raycast evaluate``'s split mode on its test
 period. Every IC is the mean per-date Pearson correlation with the tradable label over the same test rows; the
 oracle IC is the generator's (what the planted signal allows). A bad-tick universe, the strength-0.1 universe
 with a few x100 prints in the training period, ingested as a user's file, checks that training shrugs them off.
@@ -44,7 +44,10 @@ MODELS = {
     "cnn": {"filters": [16, 32, 64], "fc_sizes": [64, 32]},
     "attention": {"hidden_size": 32, "num_heads": 4, "ff_size": 64, "fc_size": 32},
 }
-TRAIN = {"concurrent": True, "epochs": 6, "max_steps_per_epoch": 200, "batch_size": 256, "lr": 0.002}
+# 12 epochs and no early stop (patience = epochs; the best validation epoch is still the one kept): at 100 symbols
+# the selection part of validation is noisy enough that patience 3 ended the LSTM and the transformer after a
+# lucky first epoch (docs/performance.md, "Forecast skill").
+TRAIN = {"concurrent": True, "epochs": 12, "patience": 12, "max_steps_per_epoch": 200, "batch_size": 256, "lr": 0.002}
 
 
 def universe_size(quick: bool, days: int | None = None, symbols: int | None = None) -> dict:
