@@ -2,10 +2,11 @@
 
 For each planted strength (and the null universe, strength 0) and each seed, a synthetic universe is ingested,
 featurized, trained by ``raycast train`` (Ray Train, the shipped loss and labels, :data:`TRAIN`'s epochs and
-steps, models that keep the reference shapes at a width this CPU can train in minutes) and scored by ``raycast evaluate``'s split mode on its test
-period. Every IC is the mean per-date Pearson correlation with the tradable label over the same test rows; the
-oracle IC is the generator's (what the planted signal allows). A bad-tick universe, the strength-0.1 universe
-with a few x100 prints in the training period, ingested as a user's file, checks that training shrugs them off.
+steps, models that keep the reference shapes at a width this CPU can train in minutes) and scored by
+``raycast evaluate``'s split mode on its test period. Every IC is the mean per-date Pearson correlation with
+the tradable label over the same test rows; the oracle IC is the generator's (what the planted signal allows).
+A bad-tick universe, the strength-0.1 universe with a few x100 prints in the training period, ingested as a
+user's file, checks that training shrugs them off.
 
     python benchmarks/bench_skill.py all [--quick] [--out skill.jsonl]   # every universe, then the table
     python benchmarks/bench_skill.py run --strength 0.1 --seed 0 [--bad-ticks] [--quick | --symbols N --days N] \
@@ -47,8 +48,8 @@ MODELS = {
 }
 # 12 epochs and no early stop (patience = epochs; the best validation epoch is still the one kept): at 100 symbols
 # the selection part of validation is noisy enough that patience 3 ended the LSTM and the transformer after a
-# lucky first epoch. lr: the shipped default, 0.001; at 0.002 the transformer did not train (docs/performance.md,
-# "Forecast skill").
+# lucky first epoch. lr: the shipped default, 0.001; at 0.002 the transformer learned a third as much
+# (docs/performance.md, "Forecast skill").
 TRAIN = {"concurrent": True, "epochs": 12, "patience": 12, "max_steps_per_epoch": 200, "batch_size": 256, "lr": 0.001}
 
 
