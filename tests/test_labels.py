@@ -9,6 +9,7 @@ import torch
 from conftest import small_config
 
 from raycast.config import ConfigError, parse_config
+from raycast.evaluate.metrics import daily_ic
 from raycast.train.ensemble import fit_and_stop_rows, fit_ensemble_head, prior_weights, stacking_periods
 from raycast.train.labels import DateBatches, ic_loss, process_labels
 
@@ -153,6 +154,28 @@ def test_prior_weights_follow_the_members_skill_when_the_data_is_ample():
     weights = prior_weights(outputs, target, dates)
     assert weights[0] > weights[1] > weights[2] and weights[2] < 0.1  # the noise member nearly drops out
     assert weights.sum() == pytest.approx(1.0)
+
+
+def test_prior_weights_count_two_members_that_echo_each_other_once():
+    """Two members echo one signal, a third carries another half as strong: an IC-proportional average would
+    give the first signal four times the second's weight; the average with the best IC gives it twice (a:b)."""
+    rng = np.random.default_rng(0)
+    n_dates, n_symbols = 240, 50
+    dates = np.repeat(pd.bdate_range("2021-01-01", periods=n_dates).to_numpy(), n_symbols)
+    first, second = rng.normal(size=(2, len(dates)))
+    target = 0.3 * first + 0.15 * second + rng.normal(size=len(dates))
+    outputs = np.column_stack([first + 0.1 * rng.normal(size=len(dates)), first + 0.1 * rng.normal(size=len(dates)),
+                               second + 0.1 * rng.normal(size=len(dates))]).astype(np.float32)  # fmt: skip
+    fit, fresh = dates < dates[len(dates) // 2], dates >= dates[len(dates) // 2]
+    weights = prior_weights(outputs[fit], target[fit], dates[fit])
+    assert (weights[0] + weights[1]) / weights[2] == pytest.approx(2.0, rel=0.25)
+
+    def fresh_ic(w: np.ndarray) -> float:
+        return daily_ic(pd.DataFrame({"date": dates[fresh], "target": target[fresh], "pred": outputs[fresh] @ w}),
+                        "pred").mean()  # fmt: skip
+
+    ic_proportional = np.array([0.3, 0.3, 0.15]) / 0.75
+    assert fresh_ic(weights) > fresh_ic(ic_proportional)
 
 
 def test_head_learns_to_trust_the_better_member_when_the_data_is_ample(tmp_path):

@@ -6,9 +6,10 @@ the later part (the stacking part), a label span after the selection part ends: 
 out-of-sample as they will be on the test period. Inside the stacking part the head fits on the earlier dates and
 stops on the later ones, again a label span apart.
 
-The head starts as a fixed weighted average (no meta-learner correction) whose weights are the members' ICs on
-the fit dates shrunk toward equal (:func:`prior_weights`): when the members differ by no more than the noise in
-their ICs (thin data) the weights are equal, when they differ clearly a member that learned nothing fades out.
+The head starts as a fixed weighted average (no meta-learner correction) whose weights maximize the IC of the
+average on the fit dates, from the members' ICs shrunk toward equal (:func:`prior_weights`): when the members
+differ by no more than the noise in their ICs (thin data) the weights are equal, when they differ clearly the
+best member leads, and more so when the others only echo it; a member that learned nothing fades out.
 Its output layers pay an L2 penalty toward that start which fades with the amount of data
 (``train.ensemble_shrinkage``), and the start is itself a candidate: a trained head that does not beat it clearly
 on the held-out dates is not kept. A fitted combiner of noisy members rarely beats a simple average.
@@ -104,30 +105,55 @@ def output_layers(ensemble: torch.nn.Module) -> list[torch.nn.Linear]:
 
 
 def prior_weights(outputs: np.ndarray, target: np.ndarray, dates: np.ndarray, floor: float = 1e-3) -> np.ndarray:
-    """Member weights in proportion to their mean daily ICs, shrunk toward their common mean (James-Stein).
+    """Member weights that maximize the IC of their weighted average, from skill estimates shrunk toward equal.
 
-    The ICs keep ``1 - 2 noise / spread`` of their distance from their mean (none when that is negative):
-    ``noise`` is the members' mean squared standard error of the IC, ``spread`` the variance of the ICs across
-    members. Twice the noise, like the two standard errors a trained head must clear: with only three members
-    the spread is itself a rough estimate. When members differ by little more than their noise (few dates,
-    similar members) the weights are equal; when they differ by far more a member weighs as much as it predicts,
-    and one that learned nothing keeps only ``floor``.
+    Each member's mean daily IC is shrunk toward the members' mean (James-Stein): it keeps ``1 - 2 noise /
+    spread`` of its distance (none when that is negative), ``spread`` being the variance of the ICs across
+    members and ``noise`` their mean squared standard error. Twice the noise, like the two standard errors a
+    trained head must clear: with three members the spread is itself a rough estimate. (The standard error of
+    the members' ICs relative to each other, paired by date, is smaller and would let the weights move on
+    fewer dates; on a dozen dates its own estimate is too rough to trust.)
+
+    The IC of an average is ``w'ic / sqrt(w'Cw)`` (``C``: the members' mean daily correlation with each other),
+    largest at ``w`` proportional to ``inverse(C) ic``: two members that predict the same thing count once. ``C``
+    is pulled toward the identity as far as the ICs are shrunk, so when the members cannot be told apart
+    the weights are equal, not tilted toward the member least like the others (often one that learned
+    nothing). Weights are kept non-negative (a member whose solved weight is negative is dropped and the rest
+    solved again); one that learned nothing keeps only ``floor``.
     """
-    from raycast.evaluate.metrics import daily_ic
+    from raycast.evaluate.metrics import daily_ic_arrays
 
     n = outputs.shape[1]
-    ics, noise = np.zeros(n), np.full(n, np.nan)
-    for i in range(n):
-        daily = daily_ic(pd.DataFrame({"date": dates, "target": target, "pred": outputs[:, i]}), "pred").dropna()
-        if len(daily) > 1:
-            ics[i], noise[i] = daily.mean(), daily.var(ddof=1) / len(daily)
+    codes = pd.factorize(pd.DatetimeIndex(dates))[0]
+    daily = np.column_stack([daily_ic_arrays(codes, outputs[:, i], target) for i in range(n)])
+    daily = daily[np.isfinite(daily).all(axis=1)]
+    if len(daily) < 2:
+        return np.full(n, 1.0 / n)
+    ics = daily.mean(axis=0)
+    noise = float((daily.var(axis=0, ddof=1) / len(daily)).mean())
     spread = float(np.var(ics))
-    keep = max(0.0, 1.0 - 2 * float(np.nanmean(noise)) / spread) if spread > 0 and np.isfinite(noise).any() else 0.0
+    keep = max(0.0, 1.0 - 2 * noise / spread) if spread > 0 else 0.0
     shrunk = ics.mean() + keep * (ics - ics.mean())
-    weights = np.maximum(shrunk, 0.0)
+    corr = np.eye(n)
+    for i in range(n):
+        for j in range(i + 1, n):
+            corr[i, j] = corr[j, i] = np.nanmean(daily_ic_arrays(codes, outputs[:, i], outputs[:, j]))
+    weights = _non_negative_solve(keep * corr + (1 - keep) * np.eye(n), np.maximum(shrunk, 0.0))
     weights = weights / weights.sum() if weights.sum() > 0 else np.full(n, 1.0 / n)
     weights = np.maximum(weights, floor)
     return weights / weights.sum()
+
+
+def _non_negative_solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """``inverse(matrix) rhs`` with members whose share comes out negative dropped (zero) and the rest solved again."""
+    active = list(np.flatnonzero(rhs > 0))
+    while active:
+        weights = np.zeros(len(rhs))
+        weights[active] = np.linalg.solve(matrix[np.ix_(active, active)], rhs[active])
+        if (weights >= 0).all():
+            return weights
+        active = [i for i in active if weights[i] > 0]
+    return np.zeros(len(rhs))
 
 
 def start_at_weights(ensemble: torch.nn.Module, weights: np.ndarray) -> None:
