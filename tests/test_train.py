@@ -295,3 +295,12 @@ def test_the_timeline_accounts_for_the_stage_in_order(tmp_path):
     history = sum(h["train_seconds"] + h["val_seconds"] for f in trained.fits.values() for h in f.history)
     assert timeline.in_loop_s() == pytest.approx(history, rel=0.05, abs=0.1)
     assert "shard pull" in timeline.table() and "wall / in-loop" in timeline.table()
+    # the worker's phases carry its peak memory, a high-water mark, from a running process (a Python with torch
+    # imported is well over 100 MB); the driver's own phases carry none
+    worker = [p for p in phases if p.kind in ("data", "setup", "train", "validation", "checkpoint")
+              and "(driver)" not in p.name]  # fmt: skip
+    peaks = [(p.name, p.peak_mb) for p in worker]
+    assert len(worker) >= 10 and all(peak is not None and peak > 100 for _, peak in peaks), peaks
+    assert [peak for _, peak in peaks] == sorted(peak for _, peak in peaks), peaks
+    assert all(p.peak_mb is None for p in stage) and "worker peak MB" in timeline.table()
+    assert all("peak_mb" in p for p in saved["phases"])

@@ -4,6 +4,9 @@ The driver times what it sees (the stage's own steps, each ``TorchTrainer.fit()`
 of rank 0 records its own phases (shard pull, every epoch's training, validation and checkpoint) in a small JSON
 file next to the run's checkpoints, and the driver merges them into the trainer's span. Phases are consecutive:
 a trainer's phases add up to its ``fit()`` call, the stage's top-level phases to the stage's wall time.
+
+A worker's phase also carries the worker's peak resident memory by its end (a high-water mark: the phase where
+it rises is the one that needed the memory).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Phase:
     kind: str  # start, data, setup, train, validation, checkpoint, finish, ensemble, registry, ...
     start: float  # seconds since the epoch (time.time()): the driver and the workers share a clock
     end: float
+    peak_mb: float | None = None  # the rank-0 worker's peak resident memory by the phase's end; None: driver
 
     @property
     def seconds(self) -> float:
@@ -46,8 +50,8 @@ class Timeline:
     ended: float | None = None
     phases: list[Phase] = field(default_factory=list)
 
-    def add(self, trainer: str, name: str, kind: str, start: float, end: float) -> None:
-        self.phases.append(Phase(trainer, name, kind, start, max(start, end)))
+    def add(self, trainer: str, name: str, kind: str, start: float, end: float, peak_mb: float | None = None) -> None:
+        self.phases.append(Phase(trainer, name, kind, start, max(start, end), peak_mb))
 
     @contextmanager
     def phase(self, name: str, kind: str, trainer: str = STAGE) -> Iterator[None]:
@@ -94,7 +98,7 @@ class Timeline:
             self.add(trainer, "worker group start" if i == 0 else "restart", "start", last, fn_start)
             last = fn_start
             for mark in marks[1:]:
-                self.add(trainer, mark["name"], mark["kind"], last, mark["at"])
+                self.add(trainer, mark["name"], mark["kind"], last, mark["at"], mark.get("peak_mb"))
                 last = mark["at"]
         self.add(trainer, "finish (last commit, worker group shutdown)", "finish", last, fit_end)
 
@@ -111,10 +115,11 @@ class Timeline:
 
     def table(self) -> str:
         """The stage's phases as a text table: offset from the stage's start, seconds, then a summary."""
-        rows = [("trainer", "phase", "at s", "seconds")]
+        rows = [("trainer", "phase", "at s", "seconds", "worker peak MB")]
         for p in sorted(self.phases, key=lambda p: (p.start, p.trainer != STAGE)):
-            rows.append((p.trainer, p.name, f"{p.start - self.started:.2f}", f"{p.seconds:.2f}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+            peak = f"{p.peak_mb:,.0f}" if p.peak_mb is not None else ""
+            rows.append((p.trainer, p.name, f"{p.start - self.started:.2f}", f"{p.seconds:.2f}", peak))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
                  for r in rows]  # fmt: skip
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -141,10 +146,13 @@ class WorkerMarks:
             fs.makedirs(directory)
             self.path = fs.join(directory, f"attempt-{time.time():.6f}-{os.getpid()}.json")
         self.process_start = _process_start()
-        self.marks = [{"name": "train function start", "kind": "start", "at": time.time()}]
+        self.marks = [{"name": "train function start", "kind": "start", "at": time.time(), "peak_mb": peak_memory_mb()}]
 
-    def mark(self, name: str, kind: str, at: float | None = None, write: bool = False) -> None:
-        self.marks.append({"name": name, "kind": kind, "at": time.time() if at is None else at})
+    def mark(self, name: str, kind: str, at: float | None = None, write: bool = False,
+             peak_mb: float | None = None) -> None:  # fmt: skip
+        """End a phase ``at`` (default now); ``peak_mb``: the peak memory by then, when it was read earlier."""
+        self.marks.append({"name": name, "kind": kind, "at": time.time() if at is None else at,
+                           "peak_mb": peak_memory_mb() if peak_mb is None else peak_mb})  # fmt: skip
         if write:
             self.write()
 
@@ -158,6 +166,15 @@ def read_worker_marks(directory: fs.Location) -> list[dict]:
     attempts = [json.loads(fs.read_text(fs.join(directory, name))) for name in fs.list_names(directory)
                 if name.startswith("attempt-") and name.endswith(".json")]  # fmt: skip
     return sorted(attempts, key=lambda a: a["marks"][0]["at"])
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports kilobytes, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def _process_start() -> float | None:
