@@ -135,7 +135,7 @@ def train(
     workers: Annotated[int | None, typer.Option(help="Ray Train workers per model (DDP when > 1).")] = None,
     gpu: Annotated[bool | None, typer.Option("--gpu/--cpu", help="Train on CUDA workers.")] = None,
     evaluate: Annotated[bool, typer.Option(help="Evaluate and write the report after training.")] = True,
-    profile: Annotated[bool, typer.Option(help="Print where the stage's seconds went (also in the run's timeline.json).")] = False,
+    profile: Annotated[bool, typer.Option(help="Print where the stage's seconds and the workers' memory went (also in the run's timeline.json).")] = False,
     set_: SetOpt = None,
 ) -> None:
     """Fit the base models with Ray Train, then the ensemble; register the result."""
