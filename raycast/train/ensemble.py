@@ -87,13 +87,12 @@ def base_outputs(bases: dict[str, torch.nn.Module], x: np.ndarray, ends: np.ndar
     """(len(ends), n_bases) standardized outputs of each base on the windows ending at ``ends``."""
     from raycast.features.windows import cut_windows
 
-    cols = []
-    for model in bases.values():
+    out = np.empty((len(ends), len(bases)), dtype=np.float32)  # filled as it goes (see predict_blocks)
+    for j, model in enumerate(bases.values()):
         model.eval()
-        out = [model(torch.as_tensor(cut_windows(x, ends[i : i + batch], window))).reshape(-1).numpy()
-               for i in range(0, len(ends), batch)]  # fmt: skip
-        cols.append(np.concatenate(out) if out else np.empty(0, dtype=np.float32))
-    return np.column_stack(cols).astype(np.float32)
+        for i in range(0, len(ends), batch):
+            out[i : i + batch, j] = model(torch.as_tensor(cut_windows(x, ends[i : i + batch], window))).reshape(-1).numpy()
+    return out
 
 
 def output_layers(ensemble: torch.nn.Module) -> list[torch.nn.Linear]:
