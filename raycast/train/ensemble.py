@@ -82,16 +82,16 @@ def fit_and_stop_rows(dates: np.ndarray, embargo: int, stop_fraction: float = 0.
     return np.flatnonzero(day <= d[n_fit - 1]), np.flatnonzero(day >= d[-n_stop])
 
 
-@torch.no_grad()
 def base_outputs(bases: dict[str, torch.nn.Module], x: np.ndarray, ends: np.ndarray, window: int, batch: int = 4096) -> np.ndarray:
     """(len(ends), n_bases) standardized outputs of each base on the windows ending at ``ends``."""
-    from raycast.features.windows import cut_windows
+    from contextlib import nullcontext
 
-    out = np.empty((len(ends), len(bases)), dtype=np.float32)  # filled as it goes (see predict_blocks)
+    from raycast.train.loop import predict_blocks
+
+    blocks_x = torch.as_tensor(x)
+    out = np.empty((len(ends), len(bases)), dtype=np.float32)
     for j, model in enumerate(bases.values()):
-        model.eval()
-        for i in range(0, len(ends), batch):
-            out[i : i + batch, j] = model(torch.as_tensor(cut_windows(x, ends[i : i + batch], window))).reshape(-1).numpy()
+        out[:, j] = predict_blocks(model, blocks_x, ends, window, batch, nullcontext)
     return out
 
 
