@@ -13,7 +13,9 @@ code of an earlier git revision, each in a fresh process on the same data and th
   * memory: the peak resident memory of any Ray Train worker during the stage (sampled every 0.2 s), all of it
     (RSS) and its own pages (USS: without the object store pages it maps); the same for an idle worker that
     imported the training code; and the peak beyond the idle worker next to the float32 size of the training
-    rows (rows x features x 4 bytes).
+    rows (rows x features x 4 bytes). The worker's own timeline splits it: its peak once the feature blocks
+    stand, beyond its peak when its train function started, is what the data steps cost; the rest is the
+    training steps' activations, which depend on the batch and the models' widths, not on the rows.
 Targets: stage wall / in-loop <= 1.5; one trainer's fixed cost <= 8 s; a worker's memory beyond an idle one
 <= 2 x the training rows.
 """
@@ -46,7 +48,9 @@ def config(storage: str, args) -> dict:
 
 
 class WorkerMemory:
-    """Peak resident memory of the Ray Train worker processes, sampled from outside (any code version)."""
+    """Peak resident memory of the Ray Train worker processes, sampled from outside (any code version).
+
+    Only this process's own Ray (its descendants) is sampled: another Ray job on the machine is not measured."""
 
     def __init__(self, every: float = 0.2):
         self.peak, self.peak_uss, self.every, self._stop = 0, 0, every, threading.Event()
@@ -55,9 +59,13 @@ class WorkerMemory:
     def _run(self) -> None:
         import psutil
 
+        me = psutil.Process()
         while not self._stop.wait(self.every):
-            for p in psutil.process_iter(["cmdline"]):
-                if "ray::RayTrainWorker" not in " ".join(p.info["cmdline"] or []):
+            for p in me.children(recursive=True):
+                try:
+                    if "ray::RayTrainWorker" not in " ".join(p.cmdline()):
+                        continue
+                except psutil.Error:
                     continue
                 try:  # uss: pages the worker alone holds (rss also counts Ray's shared object store pages it maps)
                     full = p.memory_full_info()
@@ -92,6 +100,12 @@ def idle_worker_memory(storage: str) -> WorkerMemory:
         TorchTrainer(_idle_worker, scaling_config=ScalingConfig(num_workers=1),
                      run_config=RunConfig(storage_path=str(Path(storage, "idle-runs")))).fit()  # fmt: skip
     return memory
+
+
+def phase_peak(timeline, name: str) -> float | None:
+    """The highest worker peak (MB) a phase of this name carries in the stage's timeline (None: none carries one)."""
+    peaks = [p.peak_mb for p in getattr(timeline, "phases", []) if p.name == name and p.peak_mb is not None]
+    return max(peaks) if peaks else None
 
 
 def in_loop(history: list[dict]) -> float:
@@ -135,6 +149,9 @@ def child(args) -> None:
         "peak_worker_uss": memory.peak_uss,
         "idle_worker_uss": idle.peak_uss,
         "rows_float32": rows * len(meta.features) * 4,
+        # the worker's own peak (its timeline) when its train function started and once its feature blocks stood
+        "worker_start_mb": phase_peak(trained.timeline, "worker group start"),
+        "worker_blocks_mb": phase_peak(trained.timeline, "feature blocks"),
         "timeline": trained.timeline.table() if getattr(trained, "timeline", None) else None,
     }
     print("RESULT " + json.dumps(out), flush=True)
@@ -189,6 +206,9 @@ def table(sides: dict[str, dict]) -> str:
     rows.append(("peak worker USS beyond an idle worker / training rows",
                  *(f"{(s['peak_worker_uss'] - s['idle_worker_uss']) / s['rows_float32']:.1f}" if "idle_worker_uss" in s
                    else "" for s in sides.values()), "<= 2"))  # fmt: skip
+    rows.append(("data steps: worker peak by its feature blocks, beyond its start / training rows",
+                 *(f"{(s['worker_blocks_mb'] - s['worker_start_mb']) * mb / s['rows_float32']:.1f}"
+                   if s.get("worker_blocks_mb") and s.get("worker_start_mb") else "" for s in sides.values()), ""))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")

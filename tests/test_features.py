@@ -247,6 +247,26 @@ def test_feature_blocks_cut_windows_per_period(bars):
     assert blocks.x.nbytes == len(frame) * 40 * 4
 
 
+def test_feature_blocks_from_an_arrow_table_match_those_from_a_frame(bars):
+    """A training worker builds its blocks from the Parquet read's Arrow table, evaluation from a pandas frame:
+    the same rows in any order give the same sorted, normalized rows either way."""
+    frame = pd.concat([compute_symbol_features(one_symbol(bars, i)) for i in range(3)])
+    names = list(ALL_FEATURES)
+    norm = fit_normalizer(frame[names].to_numpy(), names, method="robust")
+    shuffled = frame.sample(frac=1, random_state=1).reset_index(drop=True)
+    from_frame = FeatureBlocks(shuffled, norm, window=30)
+    from_table = FeatureBlocks(pa.Table.from_pandas(shuffled, preserve_index=False), norm, window=30)
+    expected = frame.sort_values(["symbol", "date"])
+    for blocks in (from_frame, from_table):
+        np.testing.assert_array_equal(blocks.x, norm.transform(expected[names].to_numpy(np.float32)))
+        np.testing.assert_array_equal(blocks.y, expected["target"].to_numpy(np.float32), strict=False)
+        assert list(blocks.symbols) == list(expected["symbol"]) and sorted(set(blocks.symbols)) == list(blocks.symbol_names)
+        np.testing.assert_array_equal(blocks.dates, expected["date"].to_numpy("datetime64[ns]"))
+        np.testing.assert_array_equal(blocks.t, expected["t"].to_numpy())
+        assert set(blocks.market) == {c for c in MARKET_COLUMNS if c in frame}
+    np.testing.assert_array_equal(from_table.ends(), from_frame.ends())
+
+
 @pytest.mark.parametrize("method", ["zscore", "minmax"])
 def test_statistics_merged_across_blocks_equal_one_fit_on_all_rows(method):
     from raycast.features.normalize import merge_partial_stats, partial_stats

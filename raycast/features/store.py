@@ -88,32 +88,62 @@ def read_feature_frame(
     return pd.read_parquet(path, filters=filters or None, filesystem=filesystem)
 
 
+def read_training_table(
+    features_dir: fs.Location, features: list[str], symbols: list[str] | None = None, filters: list | None = None
+) -> pa.Table:
+    """What a model fit needs of the rows (symbol, date, bar number, ``features``, target) as a pyarrow table.
+
+    No pandas frame and no market columns: :class:`FeatureBlocks` reads the table column by column, so a
+    training worker holds the rows' Arrow buffers and the matrix it builds, nothing more.
+    """
+    if symbols:
+        filters = [*(filters or []), ("symbol", "in", symbols)]
+    filesystem, path = fs.resolve(fs.join(features_dir, ROWS_DIR))
+    columns = ["symbol", "date", "t", *features, "target"]
+    return pq.read_table(path, columns=columns, filters=filters or None, filesystem=filesystem)
+
+
 class FeatureBlocks:
     """Feature rows held once in memory, sorted by (symbol, date); windows are cut from them by index.
 
     ``x`` is the normalized (rows, features) float32 matrix, ``y`` the raw target (return units). ``market`` holds
-    the raw market columns (:data:`~raycast.features.spec.MARKET_COLUMNS`) the dataset has, as float64 arrays;
+    the raw market columns (:data:`~raycast.features.spec.MARKET_COLUMNS`) the rows have, as float64 arrays;
     evaluation decides from them which rows could have been traded. Memory grows with rows, not rows x window.
+
+    ``rows`` is a pandas frame or a pyarrow table (what a Parquet read gives, without a pandas copy). The matrix
+    is filled one column at a time in (symbol, date) order, so building it holds the rows plus the matrix, not
+    the several whole-frame copies a sort and a column selection would make; symbols are kept as codes into one
+    array of names (``symbols`` points into it rather than holding a string object per row).
     """
 
-    def __init__(self, frame: pd.DataFrame, normalizer: Normalizer, window: int):
-        frame = frame.sort_values(["symbol", "date"], kind="stable").reset_index(drop=True)
+    NORMALIZE_ROWS = 1 << 16  # rows normalized at once: bounds the temporaries to a few MB
+
+    def __init__(self, rows: pd.DataFrame | pa.Table, normalizer: Normalizer, window: int):
+        column, names = _column_reader(rows)
         self.window = window
         self.features = list(normalizer.features)
-        self.symbols = frame["symbol"].astype(str).to_numpy()
-        self.dates = frame["date"].to_numpy(dtype="datetime64[ns]")
-        self.x = normalizer.transform(frame[self.features].to_numpy(dtype=np.float32))
-        self.y = frame["target"].to_numpy(dtype=np.float32)
-        self.raw_return = frame["return_1d"].to_numpy(dtype=np.float32) if "return_1d" in frame else None
-        self.t = frame["t"].to_numpy(dtype=np.int64)
-        self.market = {c: frame[c].to_numpy(dtype=np.float64) for c in MARKET_COLUMNS if c in frame}
+        codes, self.symbol_names = _symbol_codes(rows)
+        dates = column("date").astype("datetime64[ns]", copy=False)
+        order = np.lexsort((dates, codes))  # stable: by symbol, then date
+        self.symbol_codes = codes[order]
+        self.symbols = self.symbol_names[self.symbol_codes]
+        self.dates = dates[order]
+        self.x = np.empty((len(order), len(self.features)), dtype=np.float32)
+        for j, name in enumerate(self.features):
+            self.x[:, j] = column(name)[order]
+        for i in range(0, len(order), self.NORMALIZE_ROWS):
+            self.x[i : i + self.NORMALIZE_ROWS] = normalizer.transform(self.x[i : i + self.NORMALIZE_ROWS])
+        self.y = column("target")[order].astype(np.float32, copy=False)
+        self.raw_return = column("return_1d")[order].astype(np.float32, copy=False) if "return_1d" in names else None
+        self.t = column("t")[order].astype(np.int64, copy=False)
+        self.market = {c: column(c)[order].astype(np.float64, copy=False) for c in MARKET_COLUMNS if c in names}
 
     def __len__(self) -> int:
         return len(self.y)
 
     def ends(self, period: Period | None = None, require_target: bool = True) -> np.ndarray:
         """Rows that end a full window, inside ``period`` (by the window's last date), with a known target."""
-        ends = window_ends(self.t, self.window, self.symbols)
+        ends = window_ends(self.t, self.window, self.symbol_codes)
         keep = np.ones(len(ends), dtype=bool)
         if period is not None:
             keep &= period.mask(self.dates[ends])
@@ -123,3 +153,25 @@ class FeatureBlocks:
 
     def windows(self, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return cut_windows(self.x, ends, self.window, self.y)
+
+
+def _column_reader(rows: pd.DataFrame | pa.Table):
+    """(name -> numpy array of that column in the rows' own order, the set of column names)."""
+    if isinstance(rows, pa.Table):
+        # a null float becomes NaN; a column in several chunks is joined once, here
+        return (lambda name: rows.column(name).to_numpy()), set(rows.column_names)
+    return (lambda name: rows[name].to_numpy()), set(rows.columns)
+
+
+def _symbol_codes(rows: pd.DataFrame | pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's symbol as a code into the sorted array of the symbols' names."""
+    if isinstance(rows, pa.Table):
+        import pyarrow.compute as pc
+
+        encoded = pc.dictionary_encode(rows.column("symbol").combine_chunks())
+        names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[np.argsort(names)] = np.arange(len(names))
+        return rank[encoded.indices.to_numpy(zero_copy_only=False)], np.sort(names)
+    codes, names = pd.factorize(rows["symbol"].astype(str), sort=True)
+    return codes, np.asarray(names, dtype=object)

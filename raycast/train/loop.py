@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from typing import Literal
 
@@ -53,31 +54,31 @@ class TrainJob(BaseModel):
     )
 
 
-def validation_frame(features_dir: str, split: Split, window: int) -> pd.DataFrame:
+def validation_frame(features_dir: str, split: Split, window: int, features: list[str]) -> pa.Table:
     """The validation period's rows, with enough history before it for its first windows.
 
     Every worker needs all of them, so they are read straight from Parquet (date filters pushed down) rather than
     through a second Ray Data dataset, whose executor costs ~10 s per trainer on a small machine.
     """
-    from raycast.features.store import read_feature_frame
+    from raycast.features.store import read_training_table
 
     lookback = split.val.start - pd.tseries.offsets.BDay(2 * window + 10)
     dates = [("date", ">=", lookback.to_pydatetime()), ("date", "<=", split.val.end.to_pydatetime())]
-    return read_feature_frame(features_dir, filters=dates)
+    return read_training_table(features_dir, features, filters=dates)
 
 
-def symbol_rows(features_dir: str, split: Split, shard) -> pd.DataFrame:
+def symbol_rows(features_dir: str, split: Split, shard, features: list[str]) -> pa.Table | pd.DataFrame:
     """The training rows of the symbols in a Ray Data shard of symbol names, read straight from Parquet.
 
     Ray Data decides which worker fits which symbols; the rows themselves skip Ray Data's executor (a streaming
     split of the rows cost ~9 s per trainer on a small machine, this read ~0.1 s for 50 symbols x 5 years).
     """
-    from raycast.features.store import read_feature_frame
+    from raycast.features.store import read_training_table
 
     symbols = [str(s) for batch in shard.iter_batches(batch_size=None, batch_format="numpy") for s in batch["symbol"]]
     if not symbols:
         return pd.DataFrame()
-    return read_feature_frame(features_dir, symbols=symbols, filters=[("date", "<=", split.train.end.to_pydatetime())])
+    return read_training_table(features_dir, features, symbols, [("date", "<=", split.train.end.to_pydatetime())])
 
 
 def collect_frame(shard) -> pd.DataFrame:
@@ -365,6 +366,7 @@ def train_fn_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    from raycast.train.memory import release_free_memory
     from raycast.train.timeline import WorkerMarks
 
     jobs = [TrainJob.model_validate(j) for j in config["jobs"]] if "jobs" in config else [TrainJob.model_validate(config)]
@@ -379,12 +381,17 @@ def train_fn_per_worker(config: dict) -> None:
         marks.mark("checkpoint restore", "checkpoint")
     normalizer, window = Normalizer.from_json(jobs[0].normalizer), jobs[0].window
     split, shard = Split.from_json(jobs[0].split), ray.train.get_dataset_shard("train")
-    train_frame = symbol_rows(jobs[0].features_dir, split, shard) if jobs[0].shard == "symbols" else collect_frame(shard)
+    features = normalizer.features
+    if jobs[0].shard == "symbols":
+        train_frame = symbol_rows(jobs[0].features_dir, split, shard, features)
+    else:
+        train_frame = collect_frame(shard)
     marks.mark("shard pull", "data")
-    val_frame = validation_frame(jobs[0].features_dir, split, window)
+    val_frame = validation_frame(jobs[0].features_dir, split, window, features)
     marks.mark("validation read", "data")
     train_blocks, val_blocks = FeatureBlocks(train_frame, normalizer, window), FeatureBlocks(val_frame, normalizer, window)
     del train_frame, val_frame  # the blocks hold what the models need
+    release_free_memory()
     marks.mark("feature blocks", "setup", write=True)
     finished: dict = state.get("finished", {}) if state else {}
     for job in jobs:
@@ -419,6 +426,7 @@ def train_fn_per_worker(config: dict) -> None:
                 # several models in one run: say whose epoch this is (the controller's callbacks read it)
                 ray.train.report(metrics | ({"model": name} if len(jobs) > 1 else {}), checkpoint=ckpt)
             marks.mark(f"{name} epoch {epoch} checkpoint", "checkpoint", write=True)
+        release_free_memory()  # the next model's activations start from what this worker holds, not its peak
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

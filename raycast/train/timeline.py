@@ -95,7 +95,7 @@ class Timeline:
             if i == 0 and process is not None and fit_start < process < fn_start:  # a fresh worker process: the controller's part ends there
                 self.add(trainer, "controller start", "start", last, process)
                 last = process
-            self.add(trainer, "worker group start" if i == 0 else "restart", "start", last, fn_start)
+            self.add(trainer, "worker group start" if i == 0 else "restart", "start", last, fn_start, marks[0].get("peak_mb"))
             last = fn_start
             for mark in marks[1:]:
                 self.add(trainer, mark["name"], mark["kind"], last, mark["at"], mark.get("peak_mb"))

@@ -1,0 +1,26 @@
+"""Keeping a training worker's resident memory close to what it holds.
+
+A worker reads its rows into Arrow buffers, builds the normalized matrix from them and drops them; then each
+base model's training steps allocate and free their activations. Freed memory does not leave the process by
+itself: Arrow's default allocator keeps what it freed for Arrow alone, and glibc's heap keeps freed pages for
+later allocations. Both would then sit under the next model's activations and raise the worker's peak: at 500
+symbols x 10 years, releasing them after the feature blocks are built left a worker at 1,057 MB instead of ~1,290.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+
+def release_free_memory() -> None:
+    """Hand the allocators' free pages back to the operating system (between phases, not inside a loop)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.util.find_library("c")
+        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
+        if trim is not None:  # glibc; other C libraries (musl) have no such call and return memory their own way
+            trim(0)
