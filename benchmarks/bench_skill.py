@@ -94,7 +94,8 @@ def with_bad_ticks(bars, n: int, seed: int):
 def run_one(strength: float, seed: int, bad_ticks: bool, size: dict, quick: bool = False, keep: Path | None = None,
             overrides: dict | None = None) -> dict:
     """Ingest, featurize, train and evaluate one universe; its test ICs. ``keep``: a folder where the run's test
-    predictions (every member, the ensemble, the baselines, the target) are copied for a closer look."""
+    predictions (every member, the ensemble, the baselines, the target) and the members' outputs on the stacking
+    part (``-stacking.npz``) are copied for a closer look at the combiner."""
     from raycast.data.ingest import ingest
     from raycast.data.synthetic import generate_synthetic
     from raycast.evaluate.evaluate import evaluate_version
@@ -123,6 +124,12 @@ def run_one(strength: float, seed: int, bad_ticks: bool, size: dict, quick: bool
             keep.mkdir(parents=True, exist_ok=True)
             name = f"s{strength:g}-seed{seed}{'-bad' if bad_ticks else ''}{'-quick' if quick else ''}.parquet"
             shutil.copy(Path(spec["metrics"]["report"]).parent / "test_predictions.parquet", keep / name)
+            # and the members' outputs on the stacking part, where the head learned its weights
+            from raycast.tune.data import load_head_data
+
+            head = load_head_data(cfg)
+            np.savez(keep / name.replace(".parquet", "-stacking.npz"), members=np.array(head.members),
+                     outputs=head.outputs, target=head.target, dates=head.dates)  # fmt: skip
     test = spec["metrics"]["test"]
     members = list(trained.bases)
     row = {
