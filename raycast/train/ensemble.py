@@ -108,10 +108,11 @@ def prior_weights(outputs: np.ndarray, target: np.ndarray, dates: np.ndarray, fl
 
     Each member's mean daily IC is shrunk toward the members' mean (James-Stein): it keeps ``1 - 2 noise /
     spread`` of its distance (none when that is negative), ``spread`` being the variance of the ICs across
-    members and ``noise`` their mean squared standard error. Twice the noise, like the two standard errors a
-    trained head must clear: with three members the spread is itself a rough estimate. (The standard error of
-    the members' ICs relative to each other, paired by date, is smaller and would let the weights move on
-    fewer dates; on a dozen dates its own estimate is too rough to trust.)
+    members and ``noise`` the mean squared standard error of each member's IC relative to the members' mean IC
+    of the same dates. Paired by date, because a day that is hard for every member moves all their ICs alike
+    and leaves the spread alone. Twice the noise, like the two standard errors a trained head must clear: with
+    three members the spread is itself a rough estimate, and members that differ by noise alone clear twice it
+    on about one draw in twenty.
 
     The IC of an average is ``w'ic / sqrt(w'Cw)`` (``C``: the members' mean daily correlation with each other),
     largest at ``w`` proportional to ``inverse(C) ic``: two members that predict the same thing count once. ``C``
@@ -129,7 +130,8 @@ def prior_weights(outputs: np.ndarray, target: np.ndarray, dates: np.ndarray, fl
     if len(daily) < 2:
         return np.full(n, 1.0 / n)
     ics = daily.mean(axis=0)
-    noise = float((daily.var(axis=0, ddof=1) / len(daily)).mean())
+    relative = daily - daily.mean(axis=1, keepdims=True)  # n / (n - 1): a deviation from a mean of n shrinks
+    noise = float((relative.var(axis=0, ddof=1) / len(daily)).mean()) * n / (n - 1) if n > 1 else 0.0
     spread = float(np.var(ics))
     keep = max(0.0, 1.0 - 2 * noise / spread) if spread > 0 else 0.0
     shrunk = ics.mean() + keep * (ics - ics.mean())
