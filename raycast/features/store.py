@@ -59,9 +59,7 @@ def load_meta(features_dir: fs.Location) -> FeatureMeta:
 
 def read_training_rows(features_dir: fs.Location, split: Split, columns: list[str]) -> pa.Table:
     """``columns`` of the rows in ``split``'s training period (the date filter is pushed down to Parquet)."""
-    filesystem, path = fs.resolve(fs.join(features_dir, ROWS_DIR))
-    filters = [("date", "<=", split.train.end.to_pydatetime())]
-    return pq.read_table(path, columns=columns, filters=filters, filesystem=filesystem)
+    return read_rows_table(features_dir, columns, filters=[("date", "<=", split.train.end.to_pydatetime())])
 
 
 def fit_fold_normalizer(features_dir: fs.Location, split: Split, features: list[str], method: str, clip: float) -> Normalizer:
@@ -88,18 +86,20 @@ def read_feature_frame(
     return pd.read_parquet(path, filters=filters or None, filesystem=filesystem)
 
 
-def read_training_table(
-    features_dir: fs.Location, features: list[str], symbols: list[str] | None = None, filters: list | None = None
-) -> pa.Table:
-    """What a model fit needs of the rows (symbol, date, bar number, ``features``, target) as a pyarrow table.
+def fit_columns(features: list[str]) -> list[str]:
+    """What a model fit needs of the rows: symbol, date, bar number, ``features`` and the target (no market data)."""
+    return ["symbol", "date", "t", *features, "target"]
 
-    No pandas frame and no market columns: :class:`FeatureBlocks` reads the table column by column, so a
-    training worker holds the rows' Arrow buffers and the matrix it builds, nothing more.
-    """
+
+def read_rows_table(
+    features_dir: fs.Location, columns: list[str] | None = None, symbols: list[str] | None = None,
+    filters: list | None = None,
+) -> pa.Table:
+    """Feature rows (``columns`` of them, optionally some symbols, or rows matching pyarrow ``filters``) as a
+    pyarrow table: no pandas copy, and :class:`FeatureBlocks` reads it column by column."""
     if symbols:
         filters = [*(filters or []), ("symbol", "in", symbols)]
     filesystem, path = fs.resolve(fs.join(features_dir, ROWS_DIR))
-    columns = ["symbol", "date", "t", *features, "target"]
     return pq.read_table(path, columns=columns, filters=filters or None, filesystem=filesystem)
 
 

@@ -60,11 +60,11 @@ def validation_frame(features_dir: str, split: Split, window: int, features: lis
     Every worker needs all of them, so they are read straight from Parquet (date filters pushed down) rather than
     through a second Ray Data dataset, whose executor costs ~10 s per trainer on a small machine.
     """
-    from raycast.features.store import read_training_table
+    from raycast.features.store import fit_columns, read_rows_table
 
     lookback = split.val.start - pd.tseries.offsets.BDay(2 * window + 10)
     dates = [("date", ">=", lookback.to_pydatetime()), ("date", "<=", split.val.end.to_pydatetime())]
-    return read_training_table(features_dir, features, filters=dates)
+    return read_rows_table(features_dir, fit_columns(features), filters=dates)
 
 
 def symbol_rows(features_dir: str, split: Split, shard, features: list[str]) -> pa.Table | pd.DataFrame:
@@ -73,12 +73,13 @@ def symbol_rows(features_dir: str, split: Split, shard, features: list[str]) -> 
     Ray Data decides which worker fits which symbols; the rows themselves skip Ray Data's executor (a streaming
     split of the rows cost ~9 s per trainer on a small machine, this read ~0.1 s for 50 symbols x 5 years).
     """
-    from raycast.features.store import read_training_table
+    from raycast.features.store import fit_columns, read_rows_table
 
     symbols = [str(s) for batch in shard.iter_batches(batch_size=None, batch_format="numpy") for s in batch["symbol"]]
     if not symbols:
         return pd.DataFrame()
-    return read_training_table(features_dir, features, symbols, [("date", "<=", split.train.end.to_pydatetime())])
+    train_end = [("date", "<=", split.train.end.to_pydatetime())]
+    return read_rows_table(features_dir, fit_columns(features), symbols, train_end)
 
 
 def collect_frame(shard) -> pd.DataFrame:

@@ -10,7 +10,6 @@ symbols x 10 years, releasing them after the feature blocks are built left a wor
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 
@@ -20,7 +19,7 @@ def release_free_memory() -> None:
 
     pa.default_memory_pool().release_unused()
     if sys.platform.startswith("linux"):
-        libc = ctypes.util.find_library("c")
-        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
-        if trim is not None:  # glibc; other C libraries (musl) have no such call and return memory their own way
+        # the process's own symbols include its C library's; only glibc has malloc_trim (musl returns memory itself)
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+        if trim is not None:
             trim(0)
