@@ -80,10 +80,8 @@ def read_feature_frame(
     features_dir: fs.Location, symbols: list[str] | None = None, filters: list | None = None
 ) -> pd.DataFrame:
     """All feature rows (optionally some symbols, or rows matching pyarrow ``filters``) as one pandas frame."""
-    if symbols:
-        filters = [*(filters or []), ("symbol", "in", symbols)]
-    filesystem, path = fs.resolve(fs.join(features_dir, ROWS_DIR))
-    return pd.read_parquet(path, filters=filters or None, filesystem=filesystem)
+    path, filesystem, filters = _rows_source(features_dir, symbols, filters)
+    return pd.read_parquet(path, filters=filters, filesystem=filesystem)
 
 
 def fit_columns(features: list[str]) -> list[str]:
@@ -97,10 +95,16 @@ def read_rows_table(
 ) -> pa.Table:
     """Feature rows (``columns`` of them, optionally some symbols, or rows matching pyarrow ``filters``) as a
     pyarrow table: no pandas copy, and :class:`FeatureBlocks` reads it column by column."""
+    path, filesystem, filters = _rows_source(features_dir, symbols, filters)
+    return pq.read_table(path, columns=columns, filters=filters, filesystem=filesystem)
+
+
+def _rows_source(features_dir: fs.Location, symbols: list[str] | None, filters: list | None):
+    """(path, filesystem, pyarrow filters) of the feature rows, the symbols folded into the filters."""
     if symbols:
         filters = [*(filters or []), ("symbol", "in", symbols)]
     filesystem, path = fs.resolve(fs.join(features_dir, ROWS_DIR))
-    return pq.read_table(path, columns=columns, filters=filters or None, filesystem=filesystem)
+    return path, filesystem, filters or None
 
 
 class FeatureBlocks:
