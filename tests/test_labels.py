@@ -201,3 +201,41 @@ def test_prior_weights_see_through_days_that_are_hard_for_every_member():
                                signal + 1.5 * rng.normal(size=len(dates))]).astype(np.float32)  # fmt: skip
     weights = prior_weights(outputs, process_labels(target, dates, "rank_norm"), dates)
     assert weights[0] > 0.5 and weights[0] > 2 * max(weights[1], weights[2])
+
+
+def test_top_epochs_keep_the_best_few_and_average_their_weights(tmp_path):
+    from raycast.train.averaging import TopEpochs
+    from raycast.train.loop import load_state, save_state
+
+    def weights(epoch: int) -> dict:
+        return {"w": torch.full((2, 3), float(epoch)), "bn.num_batches_tracked": torch.tensor(10 * epoch)}
+
+    top = TopEpochs(3, higher_is_better=True)
+    for epoch, score in [(0, 0.01), (1, 0.05), (2, 0.03), (3, 0.02), (4, 0.05), (5, 0.04)]:
+        top.offer(score, epoch, weights(epoch))
+    assert top.epochs == [1, 4, 5]  # the three best; of the tied 0.05s the earlier ranks first
+    average = top.average()
+    torch.testing.assert_close(average["w"], torch.full((2, 3), (1 + 4 + 5) / 3))
+    assert average["bn.num_batches_tracked"].item() == 10  # an integer buffer is the best epoch's, not a mean
+
+    # a checkpoint keeps them, so a resumed fit averages the same epochs
+    save_state({"top_epochs": top.to_state()}, tmp_path)
+    resumed = TopEpochs(3, True, load_state(tmp_path, "cpu")["top_epochs"])
+    resumed.offer(0.045, 6, weights(6))
+    assert resumed.epochs == [1, 4, 6]
+
+    # lower is better (val_loss), and one epoch kept means no average at all
+    low = TopEpochs(2, higher_is_better=False)
+    for epoch, loss in enumerate([0.9, 0.5, 0.7, 0.6]):
+        low.offer(loss, epoch, weights(epoch))
+    assert low.epochs == [1, 3]
+    single = TopEpochs(1, True)
+    single.offer(0.1, 0, weights(0))
+    assert len(single) == 0
+
+    # what is kept is a copy: the model training on in place leaves it as it was
+    first = TopEpochs(2, True)
+    live = weights(7)
+    first.offer(0.2, 7, live)
+    live["w"].zero_()
+    assert first.kept[0]["model"]["w"].eq(7.0).all()
