@@ -264,12 +264,6 @@ class TrainConfig(Strict):
     patience: int = Field(3, ge=1, description="epochs without validation improvement before stopping")
     # IC rather than MSE: with daily returns the loss barely moves while the ranking, what a quant trades, improves
     early_stop_metric: Literal["val_loss", "val_ic", "val_rank_ic"] = "val_ic"
-    average_epochs: int = Field(
-        3,
-        ge=1,
-        description="a base model's final weights: the average of this many epochs that scored best on "
-        "early_stop_metric (raycast.train.averaging); 1 keeps the best epoch alone",
-    )
     max_steps_per_epoch: int | None = Field(None, ge=1)
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False

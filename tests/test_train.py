@@ -181,7 +181,6 @@ def _committed_epochs(path) -> list[int]:
 
 def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
     """SIGKILL the training worker mid-run: Ray Train restarts it from the last checkpoint; no epoch repeats."""
-    import json
     import os
     import signal
     import threading
@@ -222,19 +221,6 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
     assert _committed_epochs(ckpt_dir) == list(range(6))
     assert [h["epoch"] for h in result.history] == list(range(6))
     assert all(np.isfinite(h["val_loss"]) for h in result.history)
-    # the final weights average the three epochs best on validation, those before the kill included: the
-    # checkpoint carried them across the restart (an epoch's checkpoint holds its weights, so the average is
-    # checked against them, away from the output layer that the line to the labels rescales)
-    best3 = sorted(sorted(result.history, key=lambda h: -h["val_ic"])[:3], key=lambda h: h["epoch"])
-    assert result.best_metrics["averaged_epochs"] == [h["epoch"] for h in best3]
-    from raycast.train.loop import load_state
-
-    # an epoch in flight at the kill may have two checkpoints; the one of the run that went on agrees on its IC
-    states = [load_state(d, "cpu") for d in ckpt_dir.glob("checkpoint_*") if d.is_dir()]
-    saved = {(s["epoch"], json.loads(s["history"])[-1]["val_ic"]): s["model"] for s in states}
-    first = next(iter(result.state_dict))
-    expected = torch.stack([saved[h["epoch"], h["val_ic"]][first] for h in best3]).mean(dim=0)
-    torch.testing.assert_close(result.state_dict[first], expected)
 
 
 def test_ddp_workers_share_the_training_windows_and_stay_in_sync(tmp_path):

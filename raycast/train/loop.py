@@ -28,7 +28,6 @@ from raycast.config import RaycastConfig
 from raycast.features.normalize import Normalizer
 from raycast.features.splits import Split
 from raycast.features.store import FeatureBlocks
-from raycast.train.averaging import TopEpochs
 from raycast.train.labels import DateBatches
 from raycast.train.timeline import peak_memory_mb
 
@@ -220,9 +219,7 @@ def fit_epochs(
     decides where metrics and checkpoints go. ``state`` (from a checkpoint) resumes after its epoch;
     ``wrap_model`` is ``ray.train.torch.prepare_model`` under DDP. The checkpoint state is built on rank 0 only
     (None elsewhere) and holds references to live tensors: save it before advancing the iterator. The
-    iterator ends after the epoch whose metrics say ``stop`` (patience or last epoch); that epoch's checkpoint state
-    also holds ``average``, the weights of the ``train.average_epochs`` best epochs averaged and their validation
-    figures (:mod:`raycast.train.averaging`), or None when one epoch is kept.
+    iterator ends after the epoch whose metrics say ``stop`` (patience or last epoch).
     """
     from raycast.models import autocast_context, build_model
 
@@ -253,25 +250,7 @@ def fit_epochs(
         scheduler = None
     loss_fn = make_loss(tc.loss)
     autocast = lambda: autocast_context(device, tc.bf16)  # noqa: E731
-    y_val = (val_blocks.y[val_ends] - job.target_mean) / job.target_std
 
-    def validate(net: torch.nn.Module) -> dict:
-        """``net``'s figures on the validation windows: IC and Rank IC, and its line to the labels."""
-        pred = predict_blocks(net, x_val, val_ends, job.window, predict_batch(device), autocast)
-        ic, rank_ic = cross_sectional_ic(val_blocks.dates[val_ends], pred, y_val)
-        slope, intercept = label_line(pred, y_val_loss)
-        # the IC loss leaves the outputs' scale free: their loss is scored after the line that fixes it
-        scored = slope * pred + intercept if tc.loss == "ic" else pred
-        return {
-            "val_loss": float(np.nanmean((scored - y_val_loss) ** 2)) if len(pred) else float("nan"),
-            "val_ic": ic,
-            "val_rank_ic": rank_ic,
-            "val_slope": slope,  # the line from outputs to labels on the validation windows
-            "val_intercept": intercept,
-        }
-
-    higher_is_better = tc.early_stop_metric != "val_loss"
-    top = TopEpochs(tc.average_epochs, higher_is_better, state.get("top_epochs") if state else None)
     start_epoch, best, bad_epochs, history = 0, None, 0, []
     if state is not None:
         _unwrap(model).load_state_dict(state["model"])
@@ -289,6 +268,7 @@ def fit_epochs(
     train_windows = int(_all_ranks(len(train_ends), "sum", device))  # each rank holds a disjoint shard
     if tc.max_steps_per_epoch:
         steps = min(steps, tc.max_steps_per_epoch)
+    higher_is_better = tc.early_stop_metric != "val_loss"
     offsets = torch.arange(1 - job.window, 1, device=device)  # a window's rows relative to its last day
 
     for epoch in range(start_epoch, tc.epochs):
@@ -310,10 +290,20 @@ def fit_epochs(
 
         train_seconds = time.perf_counter() - started
         train_peak_mb = peak_memory_mb()
+        pred = predict_blocks(model, x_val, val_ends, job.window, predict_batch(device), autocast)
+        y_val = (val_blocks.y[val_ends] - job.target_mean) / job.target_std
+        ic, rank_ic = cross_sectional_ic(val_blocks.dates[val_ends], pred, y_val)
+        slope, intercept = label_line(pred, y_val_loss)
+        # the IC loss leaves the outputs' scale free: their loss is scored after the line that fixes it
+        scored = slope * pred + intercept if tc.loss == "ic" else pred
         metrics = {
             "epoch": epoch,
             "train_loss": float(total) / steps,
-            **validate(model),
+            "val_loss": float(np.nanmean((scored - y_val_loss) ** 2)) if len(pred) else float("nan"),
+            "val_ic": ic,
+            "val_rank_ic": rank_ic,
+            "val_slope": slope,  # the line from outputs to labels on the validation windows
+            "val_intercept": intercept,
             "lr": optimizer.param_groups[0]["lr"],
             "train_seconds": train_seconds,
             "val_seconds": time.perf_counter() - started - train_seconds,
@@ -334,14 +324,6 @@ def fit_epochs(
         history.append({k: v for k, v in metrics.items() if k != "stop"})
         if scheduler is not None:
             scheduler.step(metrics["val_loss"]) if tc.lr_schedule == "plateau" else scheduler.step()
-        top.offer(score, epoch, _unwrap(model).state_dict())
-        # the last epoch: the kept epochs' average, validated once for its line to the labels and its figures
-        average = None
-        if metrics["stop"] and len(top) > 1:
-            weights = top.average()
-            averaged = build_model(job.model, len(normalizer.features), job.window, model_params)
-            averaged.load_state_dict(weights)
-            average = {"model": weights, "metrics": {"averaged_epochs": top.epochs, **validate(averaged.to(device))}}
 
         checkpoint_state = None
         if rank == 0:
@@ -354,8 +336,6 @@ def fit_epochs(
                 "best": best,
                 "bad_epochs": bad_epochs,
                 "history": json.dumps(history),
-                "top_epochs": top.to_state(),
-                "average": average,
             }
         stop = metrics["stop"]  # read before yielding: the caller owns the dict from then on
         yield metrics, checkpoint_state
@@ -439,10 +419,7 @@ def train_fn_per_worker(config: dict) -> None:
                         best_model = {k: v.detach().to("cpu", copy=True) for k, v in checkpoint_state["model"].items()}
                         best_epoch = epoch
                     if metrics["stop"]:
-                        average = checkpoint_state["average"]  # the best epochs' average, when several are kept
-                        finished[name] = {"model": average["model"] if average else best_model, "epoch": best_epoch,
-                                          "history": checkpoint_state["history"],
-                                          "average": average["metrics"] if average else None}  # fmt: skip
+                        finished[name] = {"model": best_model, "epoch": best_epoch, "history": checkpoint_state["history"]}
                     checkpoint_state |= {"name": name, "best_model": best_model, "best_epoch": best_epoch,
                                          "finished": finished}  # fmt: skip
                     save_state(checkpoint_state, d)

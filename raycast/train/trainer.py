@@ -178,8 +178,6 @@ def fit_in_one_trainer(
         done = finished[name]
         history = json.loads(done["history"])
         best_metrics = next(h for h in history if h["epoch"] == done["epoch"])
-        if done.get("average"):  # the weights are the best epochs' average: its own line and validation figures
-            best_metrics = best_metrics | done["average"]
         weights = done["model"]
         if tc.loss == "ic":  # a scale-free loss: put the outputs in the label's units (see calibrate_output)
             weights = calibrated(cfg, name, weights, normalizer, window, best_metrics["val_slope"], best_metrics["val_intercept"])
