@@ -245,7 +245,8 @@ def test_gradients_reach_every_parameter(name):
 
 @pytest.mark.parametrize("name", [*MODELS, "ensemble"])
 def test_train_mode_is_stochastic_and_eval_deterministic(bases, name):
-    model = create_ensemble_model(bases) if name == "ensemble" else build_model(name, N_FEATURES, SEQ, None)
+    # with dropout switched on (the transformer's default is none)
+    model = create_ensemble_model(bases) if name == "ensemble" else build_model(name, N_FEATURES, SEQ, {"dropout": 0.1})
     x = windows(8)
 
     def run():
