@@ -44,14 +44,13 @@ class HeadData:
 def load_base_data(cfg: RaycastConfig) -> tuple[pd.DataFrame, list[Fold], int]:
     """The feature frame, the folds to score on, and the window length of the current feature dataset."""
     from raycast.features.splits import make_walk_forward
-    from raycast.features.store import current_features_dir, fit_columns, load_meta, read_feature_frame
+    from raycast.features.store import current_features_dir, fit_columns, load_meta, read_rows_table
     from raycast.features.store import fit_fold_normalizer
     from raycast.train.trainer import target_stats
 
     features_dir = current_features_dir(cfg.storage)
     meta = load_meta(features_dir)
-    frame = read_feature_frame(features_dir)
-    frame = frame[[c for c in fit_columns(meta.features) if c in frame.columns]]
+    frame = read_rows_table(features_dir, fit_columns(meta.features)).to_pandas()  # no market columns read
     fc = cfg.features
     n_folds = fc.walk_forward.folds if cfg.tune.folds is None else cfg.tune.folds
     if n_folds:
