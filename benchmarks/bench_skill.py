@@ -22,6 +22,7 @@ closer look at the members and the combiner. This is a printed table, not a time
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -120,10 +121,12 @@ def run_one(strength: float, seed: int, bad_ticks: bool, size: dict, quick: bool
         trained = train(cfg)
         evaluate_version(cfg, trained.version)
         spec = next(v for v in list_versions(cfg.storage) if v["version"] == trained.version)
+        predictions = Path(spec["metrics"]["report"]).parent / "test_predictions.parquet"
+        ceiling = hindsight_row(predictions, list(trained.bases))
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
             name = f"s{strength:g}-seed{seed}{'-bad' if bad_ticks else ''}{'-quick' if quick else ''}.parquet"
-            shutil.copy(Path(spec["metrics"]["report"]).parent / "test_predictions.parquet", keep / name)
+            shutil.copy(predictions, keep / name)
             # and the members' outputs on the stacking part, where the head learned its weights
             from raycast.tune.data import load_head_data
 
@@ -144,9 +147,79 @@ def run_one(strength: float, seed: int, bad_ticks: bool, size: dict, quick: bool
         "n_dates": test["ensemble"].get("n_dates"),
         "head_kept": trained.spec["stacking"]["kept"],
         "stacking_ic": trained.spec["stacking"]["ic"],
+        "hindsight": ceiling,
         "seconds": round(time.perf_counter() - started, 1),
     } | ({"overrides": overrides} if overrides else {})
     return row
+
+
+def simplex_grid(k: int, steps: int = 50) -> np.ndarray:
+    """Every weight vector of ``k`` non-negative weights in multiples of 1/``steps`` that sum to 1, (points, k)."""
+    # Stars and bars: k - 1 bars among steps + k - 1 slots; the gaps between bars are the weights' steps.
+    combos = list(itertools.combinations(range(steps + k - 1), k - 1))
+    bars = np.array(combos, dtype=int).reshape(len(combos), k - 1)
+    edges = np.column_stack([np.full(len(bars), -1), bars, np.full(len(bars), steps + k - 1)])
+    return (np.diff(edges, axis=1) - 1) / steps
+
+
+def hindsight_weights(frame, members: list[str]) -> tuple[float, dict[str, float]]:
+    """The best fixed average of the members *on this period itself*: its mean per-date IC and the weights.
+
+    No combiner that learns its weights elsewhere can beat it, so it bounds what the ensemble's head can add to
+    its members: when it barely clears the best member, what is missing is in the members, not the weights.
+    Members are z-scored within each date (an IC does not see a member's scale) and the weights searched on a
+    1/50 grid over the simplex; ``frame`` has ``date``, ``target`` and one column per member.
+    """
+    from raycast.evaluate.metrics import MIN_SYMBOLS
+
+    covs = []
+    for _, day in frame.groupby("date", sort=False):
+        z = day[members].to_numpy(float)
+        z = (z - z.mean(0)) / np.where(z.std(0) > 0, z.std(0), 1.0)
+        y = day["target"].to_numpy(float)
+        if len(y) < MIN_SYMBOLS or y.std() == 0:
+            continue
+        y = (y - y.mean()) / y.std()
+        covs.append(np.cov(np.column_stack([z, y]), rowvar=False, bias=True))
+    cov = np.stack(covs)  # (dates, k + 1, k + 1)
+    grid = simplex_grid(len(members))
+    num = np.einsum("gk,dk->gd", grid, cov[:, :-1, -1])
+    var = np.einsum("gk,dkl,gl->gd", grid, cov[:, :-1, :-1], grid)
+    ic = (num / np.sqrt(np.where(var > 0, var, np.nan))).mean(axis=1)
+    best = int(np.nanargmax(ic))
+    return float(ic[best]), dict(zip(members, grid[best].round(2).tolist(), strict=True))
+
+
+def hindsight_row(predictions: Path, members: list[str]) -> dict:
+    """:func:`hindsight_weights` over a test predictions file's tradable rows (the rows every IC is scored on)."""
+    import pandas as pd
+
+    frame = pd.read_parquet(predictions)
+    ic, weights = hindsight_weights(frame[frame["tradable"]], members)
+    return {"ic": ic, "weights": weights}
+
+
+def ceiling_table(paths: list[Path]) -> str:
+    """Per kept test predictions file: the members', the ensemble's and the best fixed weights' test ICs."""
+    import pandas as pd
+
+    from raycast.evaluate.metrics import daily_ic
+
+    files = sorted(f for p in paths for f in ([p] if p.is_file() else p.glob("*.parquet")))
+    lines = ["| run | members' IC | ensemble IC | best fixed weights in hindsight: IC (weights) | minus best member |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for f in files:
+        frame = pd.read_parquet(f)
+        members = [c.removeprefix("w_") for c in frame if c.startswith("w_")]
+        frame = frame[frame["tradable"]]
+        ic = {n: daily_ic(frame, n).mean() for n in [*members, "ensemble"]}
+        best_ic, weights = hindsight_weights(frame, members)
+        lines.append(
+            f"| {f.stem} | {', '.join(f'{m} {ic[m]:.4f}' for m in members)} | {ic['ensemble']:.4f} "
+            f"| {best_ic:.4f} ({', '.join(f'{w:.2f}' for w in weights.values())}) "
+            f"| {best_ic - max(ic[m] for m in members):+.4f} |"
+        )
+    return "\n".join(lines)
 
 
 def _ms(values) -> str:
@@ -179,6 +252,16 @@ def table(rows: list[dict]) -> str:
             f"| {name} | {len(group)} | {_ms([r['oracle_ic'] for r in group])} | {_ms(ens)} | {_ms(ratio)} "
             f"| {_ms(members)} | {_ms(ridge)} | {_ms(lgbm)} | {wins[0]}, {wins[1]}, {wins[2]} of {len(group)} |"
         )
+    ceiling = [(k, r) for k in kinds for r in rows if (r["bad_ticks"], r["strength"]) == k and "hindsight" in r]
+    if ceiling:
+        lines.append("")
+        lines.append("The best fixed weights of the members on the test period itself (in hindsight: no combiner beats "
+                     "them), test IC minus the best member's:")
+        for (bad, strength), r in ceiling:
+            best = max(v for k, v in r["ic"].items() if k in r["hindsight"]["weights"])
+            weights = ", ".join(f"{k} {w:.2f}" for k, w in r["hindsight"]["weights"].items())
+            lines.append(f"- strength {strength:g}{' + bad ticks' if bad else ''}, seed {r['seed']}: "
+                         f"{r['hindsight']['ic'] - best:+.4f} ({weights})")
     null = [r for r in rows if r["strength"] == 0 and not r["bad_ticks"]]
     if null:
         lines.append("")
@@ -217,9 +300,14 @@ def main(argv: list[str] | None = None) -> None:
     every.add_argument("--out", type=Path, default=Path("skill.jsonl"))
     show = sub.add_parser("table", help="the table of an --out file")
     show.add_argument("results", type=Path)
+    bound = sub.add_parser("ceiling", help="the best fixed weights in hindsight, from kept test predictions")
+    bound.add_argument("predictions", type=Path, nargs="+", help="files or folders of --keep-predictions")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
+    if args.command == "ceiling":
+        print(ceiling_table(args.predictions))
+        return
     if args.command == "table":
         rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
         print(table(rows))

@@ -1,0 +1,53 @@
+"""The skill benchmark's hindsight bound: the best fixed weights of the members on the period they are scored on."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raycast.evaluate.metrics import daily_ic
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_skill  # noqa: E402
+
+
+def _frame(n_dates: int = 300, n_symbols: int = 60, seed: int = 0) -> pd.DataFrame:
+    """A signal, a target that carries it, and members that see it through independent noise (or not at all)."""
+    rng = np.random.default_rng(seed)
+    shape = (n_dates, n_symbols)
+    signal = rng.standard_normal(shape)
+    target = 0.1 * signal + rng.standard_normal(shape)
+    return pd.DataFrame({
+        "date": np.repeat(pd.bdate_range("2020-01-01", periods=n_dates), n_symbols),
+        "target": target.ravel(),
+        "a": (signal + rng.standard_normal(shape)).ravel(),
+        "b": (signal + rng.standard_normal(shape)).ravel(),
+        "noise": rng.standard_normal(shape).ravel(),
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_the_grid_covers_the_simplex(k):
+    grid = bench_skill.simplex_grid(k, steps=10)
+    assert np.allclose(grid.sum(axis=1), 1) and (grid >= 0).all()
+    assert len({tuple(row) for row in grid.round(9)}) == len(grid)  # no point twice
+    assert np.isclose(grid, 1).any(axis=0).all()  # every member alone is a point
+
+
+def test_two_members_with_independent_noise_share_the_weight_and_beat_each():
+    frame = _frame()
+    ic, weights = bench_skill.hindsight_weights(frame, ["a", "b"])
+    assert 0.35 <= weights["a"] <= 0.65
+    assert ic > max(daily_ic(frame, m).mean() for m in ("a", "b")) + 0.005
+
+
+def test_a_member_without_signal_gets_no_weight_and_adds_nothing():
+    frame = _frame(seed=1)
+    ic, weights = bench_skill.hindsight_weights(frame, ["a", "noise"])
+    assert weights["noise"] <= 0.1
+    # The bound is taken on the scored period itself, so it is never below the best member alone.
+    assert daily_ic(frame, "a").mean() - 1e-9 <= ic <= daily_ic(frame, "a").mean() + 0.002
