@@ -622,10 +622,16 @@ def test_evaluate_version_scores_tradable_rows_beside_lightgbm(registered_model)
     text = Path(report).read_text()
     for needle in ("## Tradable universe", "| liquidity |", "### Cost sensitivity", "sharpe @ 50 bps",
                    "breakeven_bps", "| lightgbm |", "## Baseline training", "half-spread", "### Book days",
-                   "## Ensemble against its best member", "| test |"):
+                   "## Ensemble against its best member", "| test |", "## Skill against noise (test)",
+                   "- ensemble: test IC", "against its best member", "against lightgbm", "long-short Sharpe"):
         assert needle in text, needle
     spec = load_predictor(cfg.storage, cfg.serve.version).spec
     metrics = spec["metrics"]
+    noise = metrics["significance"]
+    assert "zero" not in noise and noise["ensemble"]["n_dates"] == metrics["test"]["ensemble"]["n_dates"]
+    assert noise["lightgbm"]["ic"] == pytest.approx(metrics["test"]["lightgbm"]["ic"])
+    test = metrics["test"]
+    assert noise["cnn"]["ensemble - it"] == pytest.approx(test["ensemble"]["ic"] - test["cnn"]["ic"])
     universe = metrics["universe"]
     assert 0 < universe["liquidity"] < universe["rows"]
     assert universe["tradable"] == universe["rows"] - universe["excluded"]
@@ -697,7 +703,8 @@ def test_raycast_evaluate_reports_walk_forward_by_default(ray_session, tmp_path)
     text = report.read_text()
     for needle in ("## Walk-forward", "## Tradable universe", "stitched", "### Cost sensitivity",
                    "## Baseline training", "equity_curves.png", "Walk-forward wall time",
-                   "## Ensemble against its best member", "| overall |"):
+                   "## Ensemble against its best member", "| overall |", "## Skill against noise (the folds'",
+                   "- ensemble: test IC"):
         assert needle in text, needle
     # a strong planted signal on 12 names is too good to be true for equities, and the report says so and why
     assert "> **Warning" in text and "A planted signal" in text and "(tiny)" in text

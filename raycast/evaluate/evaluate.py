@@ -24,6 +24,7 @@ import torch
 from raycast import fs
 from raycast.config import RaycastConfig
 from raycast.evaluate.backtest import (
+    TRADING_DAYS,
     BacktestResult,
     backtest_table,
     cost_sensitivity,
@@ -35,6 +36,7 @@ from raycast.evaluate.lightgbm_baseline import LightGBMModel, fit_lightgbm
 from raycast.evaluate.metrics import summarize
 from raycast.evaluate.report import ReportInputs, write_report
 from raycast.evaluate.sanity import RunContext, implausible, warning_box
+from raycast.evaluate.significance import ic_against_noise, verdict
 from raycast.evaluate.tables import ensemble_vs_members
 from raycast.evaluate.universe import Tradable, add_counts, describe_spread, spread_bps, tradable_rows
 from raycast.evaluate.walk_forward import aggregate_folds
@@ -257,6 +259,7 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
     synthetic = _synthetic_info(cfg.storage, spec["features"].get("market_version"))
     context = _run_context(cfg, meta.raw, synthetic, universe.unchecked)
     checks = scrutinize(cfg, test_tradable, test_metrics, backtests, horizon, context)
+    significance, reading = against_noise(test_tradable, names, list(predictor.bases), backtests, horizon)
     run_dir = fs.join(fs.absolute(cfg.storage), "runs", spec["run_id"])
     history_file = fs.join(run_dir, "history.json")
     history = json.loads(fs.read_text(history_file)) if fs.is_file(history_file) else None
@@ -281,6 +284,8 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
                 data_range=(str(blocks.dates.min())[:10], str(blocks.dates.max())[:10]),
                 splits={k: f"{v['start']} .. {v['end']}" for k, v in spec["split"].items()},
                 canary=_canary(synthetic, ensemble_ic),
+                significance=significance,
+                verdict=reading,
                 training_history={k: v for k, v in (history or {}).items() if k != "ensemble"} or None,
                 ensemble_weights=test_tradable[["symbol", "date", *[c for c in test_tradable if c.startswith("w_")]]],
                 attention=_attention_map(predictor, blocks, split.test),
@@ -293,6 +298,7 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
         "test": test_metrics.to_dict(orient="index"),
         "backtest": {n: b.summary for n, b in backtests.items()},
         "universe": universe.counts,
+        "significance": significance.to_dict(orient="index"),
         "cost_sensitivity": checks.sensitivity.to_dict(orient="index"),
         "baseline_training": baselines.training().to_dict(orient="index"),
         "warnings": [line.removeprefix("> - ") for line in checks.warning if line.startswith("> - ")],
@@ -301,7 +307,30 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
     update_metrics(cfg.storage, spec["version"], json.loads(json.dumps(metrics, default=float)))
     headline = test_metrics[["ic", "rank_ic", "direction_accuracy", "mse"]].to_string()
     print(f"[raycast] test metrics (tradable rows):\n{headline}", flush=True)
+    if reading:
+        print("[raycast] skill against noise (test):\n" + "\n".join(reading).replace("**", ""), flush=True)
     return report
+
+
+def against_noise(
+    tradable: pd.DataFrame,
+    names: list[str],
+    members: list[str],
+    backtests: dict[str, BacktestResult],
+    horizon: int,
+) -> tuple[pd.DataFrame, list[str]]:
+    """The scored rows' ICs with their standard errors, and the report's reading of the ensemble's in words."""
+    table = ic_against_noise(tradable, [n for n in names if n != "zero"], horizon=horizon)
+    per_date = tradable.groupby("date").size()
+    reading = verdict(
+        table,
+        members,
+        [n for n in names if n in BASELINES],
+        {n: b.summary for n, b in backtests.items()},
+        periods_per_year=TRADING_DAYS / horizon,
+        symbols_per_date=float(per_date.median()) if len(per_date) else None,
+    )
+    return table, reading
 
 
 def _ensemble_vs_best(per_fold: pd.DataFrame, members: list[str]) -> pd.DataFrame | None:
@@ -392,6 +421,7 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
     context = _run_context(cfg, meta.raw, synthetic, unchecked)
     fold_ic = table[["ic_mean", "rank_ic_mean"]].rename(columns={"ic_mean": "ic", "rank_ic_mean": "rank_ic"})
     checks = scrutinize(cfg, stitched, fold_ic, backtests, meta.horizon, context)
+    significance, reading = against_noise(stitched, predictors, list(predictor.bases), backtests, meta.horizon)
     first, last = folds[0].test.start.date(), folds[-1].test.end.date()
     out_dir = fs.join(fs.absolute(cfg.storage), "runs", "walk_forward")
     with fs.local_dir(out_dir) as local_out_dir:
@@ -418,8 +448,14 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
                     table.loc["ensemble", "ic_mean"] if "ensemble" in table.index else np.nan,
                     "ensemble test IC (mean over folds)",
                 ),
+                significance=significance,
+                verdict=reading,
+                significance_period=f"the folds' test periods stitched, {first} .. {last}",
                 notes=[f"Walk-forward wall time (training and scoring every fold): {seconds:.0f} s."],
             ),
         )
     print(f"[raycast] walk-forward: {len(folds)} folds in {seconds:.0f} s", flush=True)
+    if reading:
+        plain = "\n".join(reading).replace("**", "")
+        print(f"[raycast] skill against noise (the folds' test periods):\n{plain}", flush=True)
     return table, fs.join(out_dir, report.name)

@@ -58,6 +58,9 @@ class ReportInputs:
     - ``data_range``: (first date, last date) of the data; ``splits``: name -> text, e.g.
       ``{"train": "2015-01-02 .. 2017-06-30", ...}``
     - ``canary``: one line on the planted-signal sanity check, shown verbatim
+    - ``significance``: an :func:`~raycast.evaluate.significance.ic_against_noise` frame, read in words by
+      ``verdict`` (:func:`~raycast.evaluate.significance.verdict` lines); ``significance_period`` names what
+      was scored
     - ``training_history``: model -> list of per-epoch dicts with ``train_loss``, ``val_loss``, ``val_ic``
     - ``ensemble_weights``: frame with ``symbol``, ``date`` and ``w_<model>`` columns
     - ``attention``: a (seq, seq) attention matrix of one window, and ``attention_title`` to name it
@@ -87,6 +90,9 @@ class ReportInputs:
     data_range: tuple[Any, Any] | None = None
     splits: Mapping[str, str] | None = None
     canary: str | None = None
+    significance: pd.DataFrame | None = None
+    verdict: list[str] = field(default_factory=list)
+    significance_period: str = "test"
     training_history: Mapping[str, Sequence[Mapping[str, float]]] | None = None
     ensemble_weights: pd.DataFrame | None = None
     attention: np.ndarray | None = None
@@ -241,6 +247,15 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
             md += [markdown_table(split_table), ""]
     if s.canary:
         md += [f"**Canary:** {s.canary}", ""]
+    if s.significance is not None and len(s.significance):
+        md += [f"## Skill against noise ({s.significance_period})", "", *s.verdict]
+        md += ["", markdown_table(s.significance), ""]
+        md += [
+            "ic_se: standard error of the mean daily IC (Newey-West over the label's overlapping days); ic_t: "
+            "ic / ic_se; ensemble - it: the ensemble's daily IC minus this predictor's, averaged over the same "
+            "dates, and its t. Beyond |t| 2 a figure is distinguishable from zero.",
+            "",
+        ]
 
     if s.universe:
         counts = pd.DataFrame({"rows": list(s.universe.values())}, index=list(s.universe.keys()))
