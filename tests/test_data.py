@@ -227,6 +227,23 @@ def test_aliases_case_insensitivity_and_adj_close(tmp_path):
     assert len(read_user_files(tmp_path / "y.parquet")) == 5
 
 
+def test_adjust_reads_an_adjusted_column_and_names_files_without_one(tmp_path, capsys):
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    src = _bars("AAA")
+    src.assign(adjusted=src["close"] / 4).to_csv(folder / "aaa.csv", index=False)  # quantmod / pytimetk's name
+    src.assign(symbol="BBB").to_csv(folder / "bbb.csv", index=False)
+    bars, _ = validate_bars(read_user_files(folder, adjust=True), "files")
+    by = dict(tuple(bars.groupby("symbol")))
+    assert np.allclose(by["AAA"]["close"], src["close"] / 4)
+    assert np.allclose(by["BBB"]["close"], src["close"])  # nothing to adjust by: taken as given ...
+    out = capsys.readouterr().out
+    assert "1 file(s) have no adjusted close column (bbb.csv)" in out  # ... and said so
+    read_user_files(folder / "aaa.csv", adjust=True)
+    read_user_files(folder / "bbb.csv")  # not asked to adjust: nothing to say
+    assert "adjusted close" not in capsys.readouterr().out
+
+
 def test_yahoo_directory(tmp_path):
     yahoo = tmp_path / "yahoo"
     yahoo.mkdir()

@@ -22,6 +22,7 @@ ALIASES = {
     "adj_close": "adj_close",
     "adjclose": "adj_close",
     "adjusted_close": "adj_close",
+    "adjusted": "adj_close",  # quantmod / tidyquant / pytimetk
 }
 REQUIRED = ("date", "open", "high", "low", "close", "volume")
 

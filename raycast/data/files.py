@@ -10,11 +10,13 @@ Accepted inputs (``.csv``, ``.csv.gz``, ``.parquet`` or ``.pq``):
 
 Column names are case-insensitive, surrounding spaces are ignored and spaces/dashes count as underscores.
 Aliases: ``Date``/``Datetime``/``Timestamp`` -> date, ``Ticker``/``Symbol`` -> symbol, ``Vol`` -> volume,
-``Adj Close``/``adj_close``/``AdjClose``/``Adjusted Close`` -> adj_close. Other columns are ignored.
+``Adj Close``/``adj_close``/``AdjClose``/``Adjusted Close``/``adjusted`` -> adj_close. Other columns are
+ignored.
 
 Adj Close: prices are taken as given and NOT adjusted; Adj Close is ignored (a file without Close is an error
 even when it has Adj Close). With ``FilesConfig.adjust`` (``adjust=True``) and an Adj Close column, open/high/
-low/close are scaled by ``adj_close / close`` and volume by its inverse (see :mod:`raycast.data.validate`).
+low/close are scaled by ``adj_close / close`` and volume by its inverse (see :mod:`raycast.data.validate`); a
+file without one is taken as given, and the console names it rather than leaving the request silently unmet.
 
 Symbols are stripped and upper-cased. Values are read as text (CSV) or as stored (Parquet) and parsed by the
 validator, which reports bad rows instead of failing; the raw frame carries ``source`` (the file) and ``row``
@@ -71,6 +73,7 @@ def _read_one(path: Path, symbol: str | None, adjust: bool) -> pd.DataFrame:
         frame = frame.drop(columns=["adj_close"], errors="ignore")
     elif "adj_close" not in frame.columns:
         frame["adj_close"] = frame["close"]  # nothing to adjust by: factor 1 rather than a missing value
+        frame.attrs["no_adj_close"] = True
     frame["source"] = str(path)
     frame["row"] = np.arange(len(frame), dtype="int64")
     return frame
@@ -94,9 +97,15 @@ def read_user_files(path: str | Path, adjust: bool = False) -> pd.DataFrame:
     path = Path(path).expanduser()
     files = data_files(path)
     if path.is_file():
-        return _read_one(path, None, adjust)
-    for f in files:  # check every name before reading anything
-        if _suffix(f) is None:
-            raise DataError(f"{f}: unsupported file type in {path} (expected one of {', '.join(SUFFIXES)})")
-    frames = [_read_one(f, _stem(f), adjust) for f in files]
+        frames = [_read_one(path, None, adjust)]
+    else:
+        for f in files:  # check every name before reading anything
+            if _suffix(f) is None:
+                raise DataError(f"{f}: unsupported file type in {path} (expected one of {', '.join(SUFFIXES)})")
+        frames = [_read_one(f, _stem(f), adjust) for f in files]
+    unadjusted = [f.name for f, frame in zip(files, frames, strict=True) if frame.attrs.get("no_adj_close")]
+    if unadjusted:
+        shown = ", ".join(unadjusted[:5]) + (f" and {len(unadjusted) - 5} more" if len(unadjusted) > 5 else "")
+        print(f"[raycast] files: adjust is set, but {len(unadjusted)} file(s) have no adjusted close column "
+              f"({shown}): their prices are taken as given", flush=True)  # fmt: skip
     return pd.concat(frames, ignore_index=True)
