@@ -12,11 +12,14 @@ user's file, checks that training shrugs them off.
     python benchmarks/bench_skill.py run --strength 0.1 --seed 0 [--bad-ticks] [--quick | --symbols N --days N] \
         [--set train.lr=0.001 ...] --out skill.jsonl
     python benchmarks/bench_skill.py table skill.jsonl
+    python benchmarks/bench_skill.py ceiling DIR   # from kept predictions: the best fixed weights in hindsight
 
 ``run`` appends one JSON line per universe, so the runs can be spread over time (or machines) and ``table``
 reads them back; ``--set`` overrides a setting (a dotted key, a YAML value; recorded in the row) for an
 experiment against the shipped defaults; each run's test predictions are kept (``--keep-predictions``) for a
-closer look at the members and the combiner. This is a printed table, not a timed test.
+closer look at the members and the combiner. Each row also records the best fixed weights of the members on
+the test period itself: no combiner that learns elsewhere beats them, so they show how much any head could add
+to these members. This is a printed table, not a timed test.
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ STRENGTHS = (0.05, 0.1, 0.0)
 SEEDS = (0, 1, 2)
 BAD_TICKS = 6
 BAD_TICK_STRENGTH = 0.1
-UNIVERSE = {"n_symbols": 100, "n_days": 1512}  # 6 years
+# 400 symbols x 6 years: hundreds of tickers, what raycast is for, and about 6-7 minutes a run on 2 CPU cores. At
+# 100 symbols the members learn less and further apart (docs/performance.md, "Forecast skill"); --symbols 100
+# runs that universe.
+UNIVERSE = {"n_symbols": 400, "n_days": 1512}
 QUICK_UNIVERSE = {"n_symbols": 40, "n_days": 800}
 MODELS = {
     "lstm": {"hidden_size": 32, "fc_size": 32, "dropout": 0.1},
