@@ -71,9 +71,6 @@ def _read_one(path: Path, symbol: str | None, adjust: bool) -> pd.DataFrame:
     frame["symbol"] = frame["symbol"].astype("string").str.strip().str.upper()
     if not adjust:
         frame = frame.drop(columns=["adj_close"], errors="ignore")
-    elif "adj_close" not in frame.columns:
-        frame["adj_close"] = frame["close"]  # nothing to adjust by: factor 1 rather than a missing value
-        frame.attrs["no_adj_close"] = True
     frame["source"] = str(path)
     frame["row"] = np.arange(len(frame), dtype="int64")
     return frame
@@ -103,7 +100,10 @@ def read_user_files(path: str | Path, adjust: bool = False) -> pd.DataFrame:
             if _suffix(f) is None:
                 raise DataError(f"{f}: unsupported file type in {path} (expected one of {', '.join(SUFFIXES)})")
         frames = [_read_one(f, _stem(f), adjust) for f in files]
-    unadjusted = [f.name for f, frame in zip(files, frames, strict=True) if frame.attrs.get("no_adj_close")]
+    unadjusted = [f.name for f, frame in zip(files, frames, strict=True) if adjust and "adj_close" not in frame]
+    for frame in frames:
+        if adjust and "adj_close" not in frame:
+            frame["adj_close"] = frame["close"]  # nothing to adjust by: factor 1 rather than a missing value
     if unadjusted:
         shown = ", ".join(unadjusted[:5]) + (f" and {len(unadjusted) - 5} more" if len(unadjusted) > 5 else "")
         print(f"[raycast] files: adjust is set, but {len(unadjusted)} file(s) have no adjusted close column "

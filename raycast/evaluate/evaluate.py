@@ -307,9 +307,15 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
     update_metrics(cfg.storage, spec["version"], json.loads(json.dumps(metrics, default=float)))
     headline = test_metrics[["ic", "rank_ic", "direction_accuracy", "mse"]].to_string()
     print(f"[raycast] test metrics (tradable rows):\n{headline}", flush=True)
-    if reading:
-        print("[raycast] skill against noise (test):\n" + "\n".join(reading).replace("**", ""), flush=True)
+    _print_reading("test", reading)
     return report
+
+
+def _print_reading(period: str, reading: list[str]) -> None:
+    """The report's skill-against-noise lines on the console, without their markdown emphasis."""
+    if reading:
+        plain = "\n".join(reading).replace("**", "")
+        print(f"[raycast] skill against noise ({period}):\n{plain}", flush=True)
 
 
 def against_noise(
@@ -455,7 +461,5 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
             ),
         )
     print(f"[raycast] walk-forward: {len(folds)} folds in {seconds:.0f} s", flush=True)
-    if reading:
-        plain = "\n".join(reading).replace("**", "")
-        print(f"[raycast] skill against noise (the folds' test periods):\n{plain}", flush=True)
+    _print_reading("the folds' test periods", reading)
     return table, fs.join(out_dir, report.name)
