@@ -4,7 +4,8 @@
 
 One synthetic universe is featurized; then
   * bare: the training loop in this process (windows cut by index from a feature block on the device);
-  * ray: the same loop function inside a TorchTrainer worker, fed by ``get_dataset_shard``;
+  * ray: the same loop function inside a Ray Train worker (one worker: the trainer ``raycast train`` builds for
+    it), fed by ``get_dataset_shard``;
   * data path: windows/s that cutting by index delivers (numpy on CPU, torch gather on the device) next to the
     samples/s the model consumes.
 Targets: in-loop samples/s ratio ray/bare >= 0.9; the data path >= 50% of the raw training rate.
@@ -104,7 +105,6 @@ def data_path_rate(x, ends, window: int, batch: int, repeats: int = 50) -> dict:
 def main(argv: list[str] | None = None) -> None:
     import ray
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from raycast.config import parse_config
     from raycast.data.ingest import ingest
@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> None:
         data = data_path_rate(x, ends, meta.window, max(args.batch, 4096))
 
         use_gpu = args.device == "cuda"
-        trainer = TorchTrainer(
+        from raycast.train.trainer import data_parallel_trainer  # the trainer raycast train builds
+
+        trainer = data_parallel_trainer(
             ray_worker,
             train_loop_config={"normalizer": meta.normalizer.to_json(), "window": meta.window, "model": args.model,
                                "batch": args.batch, "steps": args.steps, "bf16": args.bf16},  # fmt: skip
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         ("bare PyTorch loop", f"{bare['samples_per_s']:,.0f} samples/s"),
         ("Ray Train loop (same function)", f"{in_ray.get('samples_per_s', float('nan')):,.0f} samples/s"),
         ("ratio ray / bare (target >= 0.9)", f"{ratio:.2f}"),
-        ("TorchTrainer.fit() fixed cost beyond the loop", f"{fit_wall - in_ray.get('loop_s', 0):.1f} s"),
+        ("Ray Train fit() fixed cost beyond the loop", f"{fit_wall - in_ray.get('loop_s', 0):.1f} s"),
         ("data path, numpy index gather", f"{data['numpy_windows_per_s']:,.0f} windows/s"),
         (f"data path, torch gather on {args.device}", f"{data['device_windows_per_s']:,.0f} windows/s"),
         ("data path / model consumption (target >= 0.5)", f"{data['device_windows_per_s'] / bare['samples_per_s']:.1f}x"),

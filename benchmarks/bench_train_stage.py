@@ -96,7 +96,7 @@ def idle_worker_memory(storage: str) -> WorkerMemory:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    with WorkerMemory() as memory:
+    with WorkerMemory() as memory:  # a TorchTrainer: the code measured may predate raycast's own trainer helper
         TorchTrainer(_idle_worker, scaling_config=ScalingConfig(num_workers=1),
                      run_config=RunConfig(storage_path=str(Path(storage, "idle-runs")))).fit()  # fmt: skip
     return memory

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -179,8 +181,25 @@ def _committed_epochs(path) -> list[int]:
     return sorted(r["metrics"]["epoch"] for r in results)
 
 
-def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
-    """SIGKILL the training worker mid-run: Ray Train restarts it from the last checkpoint; no epoch repeats."""
+def _controller_modules(path: Path):
+    """A Ray Train callback writing which heavy modules the run's controller has loaded by each report. Defined in
+    a function, so Ray pickles it by value and the controller needs nothing of the tests to run it."""
+    from ray.train import UserCallback
+
+    class ControllerModules(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            import sys
+
+            loaded = [m for m in ("torch", "ray.train.torch", "ray.tune") if m in sys.modules]
+            with open(path, "w") as f:
+                f.write(",".join(loaded) or "none")
+
+    return ControllerModules()
+
+
+def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    """SIGKILL the training worker mid-run: Ray Train restarts it from the last checkpoint; no epoch repeats.
+    The lone worker runs under a plain DataParallelTrainer, whose controller never loads torch or Ray Tune."""
     import os
     import signal
     import threading
@@ -198,6 +217,8 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
     meta = load_meta(fdir)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
+    probe = tmp_path / "controller-modules"
+    monkeypatch.setattr("raycast.console.train_callbacks.train_progress", lambda label, epochs: [_controller_modules(probe)])
     out: dict = {}
     fit = threading.Thread(target=lambda: out.setdefault(
         "result", fit_base_model(cfg, "cnn", fdir, meta.split, meta.normalizer, meta.window, run_dir)))
@@ -221,6 +242,7 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
     assert _committed_epochs(ckpt_dir) == list(range(6))
     assert [h["epoch"] for h in result.history] == list(range(6))
     assert all(np.isfinite(h["val_loss"]) for h in result.history)
+    assert probe.read_text() == "none"
 
 
 def test_ddp_workers_share_the_training_windows_and_stay_in_sync(tmp_path):

@@ -241,6 +241,30 @@ def test_walk_forward_trials_score_the_mean_over_folds(store):
             assert r["score_std"] == pytest.approx(statistics.stdev(folds))
 
 
+def test_torch_trials_fit_each_fold_in_a_ray_train_run(store):
+    """``tune.trainer: torch``: a trial drives one Ray Train run per walk-forward fold, side by side, and reports
+    their mean every epoch; each fold's run keeps its own checkpoints."""
+    from raycast.tune.search import run_search
+
+    folds = store.features.model_copy(update={"walk_forward": WalkForwardConfig(folds=2, val_days=40, test_days=40)})
+    cfg = store.model_copy(update={"features": folds})
+    out = run_search(with_tune(cfg, trainer="torch", num_samples=1, max_epochs=2, scheduler="fifo", seeds=1))
+    assert out["trials"] == 1 and out["errored"] == 0
+    (text,) = _trial_results(Path(out["dir"]) / "search").values()
+    reports = [json.loads(line) for line in text.splitlines()]
+    assert [r["training_iteration"] for r in reports] == [1, 2]
+    for r in reports:
+        assert r["score"] == pytest.approx(statistics.mean([r["fold0_score"], r["fold1_score"]]))
+    # the search's trial and the winner's seed re-run: each ran both folds, each fold's run with its checkpoints
+    runs = sorted((Path(out["dir"]) / "train_runs").iterdir())
+    by_trial: dict[str, list[str]] = {}
+    for run in runs:
+        trial, fold = run.name.rsplit("-", 1)
+        by_trial.setdefault(trial, []).append(fold)
+    assert list(by_trial.values()) == [["fold0", "fold1"]] * 2, runs
+    assert all(list(p.glob("checkpoint_*")) for p in runs), runs
+
+
 def _trial_results(search_dir: Path) -> dict[str, str]:
     return {p.parent.name: p.read_text() for p in sorted(search_dir.glob("*/result.json"))}
 

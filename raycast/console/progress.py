@@ -1,8 +1,8 @@
 """Live progress of a stage on the driver, fed by what the workers report.
 
 A stage opens a :func:`session`; what runs inside it reports rows of progress by key: a base model's epoch,
-loss and validation IC (from Ray Train's controller, :class:`~raycast.console.callbacks.TrainProgress`), a
-search's trials (from Tune's driver-side callback, :class:`~raycast.console.callbacks.TuneProgress`), the
+loss and validation IC (from Ray Train's controller, :class:`~raycast.console.train_callbacks.TrainProgress`), a
+search's trials (from Tune's driver-side callback, :class:`~raycast.console.tune_callbacks.TuneProgress`), the
 symbols a feature task has finished (from the Ray Data task itself). Reporters that run in other processes push
 to a small Ray actor (:class:`Board`) that the driver drains twice a second; reporters on the driver update the
 session directly.

@@ -374,6 +374,8 @@ def train_fn_per_worker(config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     marks = WorkerMarks(jobs[0].timeline_dir if rank == 0 else None)
     device = ray.train.torch.get_device()
+    # DDP only with company: a lone worker runs under a plain DataParallelTrainer, with no process group
+    wrap = ray.train.torch.prepare_model if ray.train.get_context().get_world_size() > 1 else None
     state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -401,7 +403,7 @@ def train_fn_per_worker(config: dict) -> None:
         resume = state if state is not None and state.get("name") == job.model else None
         best_model = resume.get("best_model") if resume else None
         best_epoch = resume.get("best_epoch") if resume else None
-        epochs = fit_epochs(job, train_blocks, val_blocks, device, resume, rank, ray.train.torch.prepare_model)
+        epochs = fit_epochs(job, train_blocks, val_blocks, device, resume, rank, wrap)
         first = True
         for metrics, checkpoint_state in epochs:
             now, epoch, name = time.time(), metrics["epoch"], job.model

@@ -1,4 +1,4 @@
-"""Fitting the base models with Ray Train's ``TorchTrainer``: all of them in turn in one, or one each at once.
+"""Fitting the base models with Ray Train: all of them in turn in one trainer, or one trainer each at once.
 
 Ray Data shards the training symbols across the workers (``get_dataset_shard``); each worker reads its symbols'
 training rows straight from Parquet, and the whole validation period. Checkpoints, early stopping and restarts
@@ -92,6 +92,24 @@ def symbol_shards():
     return SymbolShards(datasets_to_split=["train"])
 
 
+def data_parallel_trainer(train_fn, scaling_config, **kwargs):
+    """Ray Train's trainer for ``scaling_config``: a ``TorchTrainer`` (DDP) for several workers, else the plain
+    ``DataParallelTrainer`` it is built on.
+
+    A lone worker has nobody to synchronize gradients with, yet a ``TorchTrainer`` would set up a one-process
+    gloo group for it and, through its backend config, make the run's controller import torch and Ray Train's
+    torch support: about 3 s of a one-worker ``fit()`` on 2 CPU cores (docs/performance.md, "Training stage").
+    Checkpoints, ``FailureConfig`` restarts, dataset shards and callbacks are the same either way.
+    """
+    if scaling_config.num_workers > 1:
+        from ray.train.torch import TorchTrainer
+
+        return TorchTrainer(train_fn, scaling_config=scaling_config, **kwargs)
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    return DataParallelTrainer(train_fn, scaling_config=scaling_config, **kwargs)
+
+
 def fit_base_model(
     cfg: RaycastConfig,
     name: str,
@@ -103,7 +121,7 @@ def fit_base_model(
     target: tuple[float, float] | None = None,
     timeline: Timeline | None = None,
 ) -> FitResult:
-    """Fit one base model with a TorchTrainer of its own and return its best epoch's weights."""
+    """Fit one base model with a trainer of its own and return its best epoch's weights."""
     return fit_in_one_trainer(cfg, [name], features_dir, split, normalizer, window, run_dir, target, timeline)[name]
 
 
@@ -118,15 +136,14 @@ def fit_in_one_trainer(
     target: tuple[float, float] | None = None,
     timeline: Timeline | None = None,
 ) -> dict[str, FitResult]:
-    """Fit base models ``names`` in turn in one TorchTrainer: one worker group start and one shard pull for all.
+    """Fit base models ``names`` in turn in one trainer: one worker group start and one shard pull for all.
 
     ``target`` is the training period's (mean, std) of the target; read from the features when not given. The
     phases of the fit are added to ``timeline`` when given (the worker records its own in the run directory).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
-    from raycast.console.callbacks import train_progress
+    from raycast.console.train_callbacks import train_progress
 
     started = time.time()
     tc = cfg.train
@@ -149,7 +166,7 @@ def fit_in_one_trainer(
         for name in names
     ]
     resources = {"CPU": tc.cpus_per_worker} | ({"GPU": tc.gpus_per_worker} if tc.use_gpu else {})
-    trainer = TorchTrainer(
+    trainer = data_parallel_trainer(
         train_fn_per_worker,
         train_loop_config={"jobs": jobs},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker=resources),

@@ -89,7 +89,7 @@ def build_tuner(
     algorithm only when ``searching``; the seed re-runs are a plain grid).
 
     ``verbose`` is Tune's own console output: by default its trial table only when Ray's output is on the console
-    (``--verbose``); raycast's progress display (:class:`~raycast.console.callbacks.TuneProgress`) shows the trials
+    (``--verbose``); raycast's progress display (:class:`~raycast.console.tune_callbacks.TuneProgress`) shows the trials
     either way.
     """
     from ray import tune
@@ -97,7 +97,7 @@ def build_tuner(
     from ray.tune.search import BasicVariantGenerator
 
     from raycast.console import logs
-    from raycast.console.callbacks import TuneProgress
+    from raycast.console.tune_callbacks import TuneProgress
 
     tu = cfg.tune
     verbose = (0 if logs.quiet() else 1) if verbose is None else verbose

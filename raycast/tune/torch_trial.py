@@ -40,15 +40,14 @@ def _fold_reporter(queue, fold: int):
 
 def _build_trainer(cfg, fold: Fold, k: int, window: int, features_dir: str, storage_path: str, name: str, queue):
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from raycast.features.splits import Split
-    from raycast.train.trainer import training_dataset
+    from raycast.train.trainer import data_parallel_trainer, training_dataset
 
     tc, tu = cfg.train, cfg.tune
     split = Split.from_json(fold.split)
     use_gpu = tu.gpus_per_trial > 0
-    return TorchTrainer(
+    return data_parallel_trainer(
         train_fn_per_worker,
         train_loop_config=fold_job(cfg, tu.model, fold, window, features_dir).model_dump(mode="json"),
         scaling_config=ScalingConfig(
