@@ -11,7 +11,7 @@ user's file, checks that training shrugs them off.
     python benchmarks/bench_skill.py all [--quick] [--out skill.jsonl]   # every universe, then the table
     python benchmarks/bench_skill.py run --strength 0.1 --seed 0 [--bad-ticks] [--quick | --symbols N --days N] \
         [--set train.lr=0.001 ...] --out skill.jsonl
-    python benchmarks/bench_skill.py table skill.jsonl
+    python benchmarks/bench_skill.py table skill.jsonl [more.jsonl ...]
     python benchmarks/bench_skill.py ceiling DIR   # from kept predictions: the best fixed weights in hindsight
 
 ``run`` appends one JSON line per universe, so the runs can be spread over time (or machines) and ``table``
@@ -281,8 +281,9 @@ def table(rows: list[dict]) -> str:
     if paired:
         lines.append("")
         std = np.std([clean[s]["ic"]["ensemble"] for s in clean], ddof=1) if len(clean) > 1 else float("nan")
-        diffs = ", ".join(f"{bad[s]['ic']['ensemble'] - clean[s]['ic']['ensemble']:+.4f}" for s in paired)
-        lines.append(f"Bad ticks minus clean, ensemble test IC per seed: {diffs} (std of the clean runs {std:.4f})")
+        diffs = [bad[s]["ic"]["ensemble"] - clean[s]["ic"]["ensemble"] for s in paired]
+        lines.append(f"Bad ticks minus clean, ensemble test IC per seed: {', '.join(f'{d:+.4f}' for d in diffs)}, "
+                     f"mean {np.mean(diffs):+.4f} (std of the clean runs {std:.4f})")
     return "\n".join(lines)
 
 
@@ -304,8 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     every = sub.add_parser("all", help="every universe and seed, then the table")
     every.add_argument("--quick", action="store_true", help="small universes and short training (a smoke run)")
     every.add_argument("--out", type=Path, default=Path("skill.jsonl"))
-    show = sub.add_parser("table", help="the table of an --out file")
-    show.add_argument("results", type=Path)
+    show = sub.add_parser("table", help="the table of --out files (the rows of all of them together)")
+    show.add_argument("results", type=Path, nargs="+")
     bound = sub.add_parser("ceiling", help="the best fixed weights in hindsight, from kept test predictions")
     bound.add_argument("predictions", type=Path, nargs="+", help="files or folders of --keep-predictions")
     args = parser.parse_args(argv)
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         print(ceiling_table(args.predictions))
         return
     if args.command == "table":
-        rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for path in args.results for line in path.read_text().splitlines() if line.strip()]
         print(table(rows))
         return
     plan = [(args.strength, args.seed, args.bad_ticks)] if args.command == "run" else [

@@ -51,3 +51,22 @@ def test_a_member_without_signal_gets_no_weight_and_adds_nothing():
     assert weights["noise"] <= 0.1
     # The bound is taken on the scored period itself, so it is never below the best member alone.
     assert daily_ic(frame, "a").mean() - 1e-9 <= ic <= daily_ic(frame, "a").mean() + 0.002
+
+
+def test_the_table_reads_several_results_files_together(tmp_path, capsys):
+    """Clean runs in one file and bad-tick runs in another: one table, and each bad-tick seed against its clean run."""
+    import json
+
+    def row(seed: int, bad: int, ensemble: float) -> dict:
+        ic = {"lstm": 0.03, "cnn": 0.04, "attention": 0.05, "ensemble": ensemble, "ridge": 0.01, "lightgbm": 0.02}
+        return {"strength": 0.1, "seed": seed, "bad_ticks": bad, "quick": False, "n_symbols": 40, "n_days": 800,
+                "oracle_ic": 0.1, "ic": ic, "ic_std": 0.07, "n_dates": 100,
+                "stacking_ic": {"lstm": 0.03, "cnn": 0.04, "attention": 0.05}}  # fmt: skip
+
+    clean, bad = tmp_path / "clean.jsonl", tmp_path / "bad.jsonl"
+    clean.write_text("".join(json.dumps(row(s, 0, 0.06 + 0.01 * s)) + "\n" for s in (0, 1)))
+    bad.write_text("".join(json.dumps(row(s, 6, 0.05 + 0.01 * s)) + "\n" for s in (0, 1)))
+    bench_skill.main(["table", str(clean), str(bad)])
+    out = capsys.readouterr().out
+    assert "| strength 0.1 (40 x 800) | 2 |" in out and "| strength 0.1 + 6 bad ticks (40 x 800) | 2 |" in out
+    assert "Bad ticks minus clean, ensemble test IC per seed: -0.0100, -0.0100, mean -0.0100 (std of the clean runs 0.0071)" in out
