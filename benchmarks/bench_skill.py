@@ -13,6 +13,7 @@ user's file, checks that training shrugs them off.
         [--set train.lr=0.001 ...] --out skill.jsonl
     python benchmarks/bench_skill.py table skill.jsonl [more.jsonl ...]
     python benchmarks/bench_skill.py ceiling DIR   # from kept predictions: the best fixed weights in hindsight
+    python benchmarks/bench_skill.py member --strength 0.05 --model attention [--set ...] --out curves.jsonl
 
 ``run`` appends one JSON line per universe, so the runs can be spread over time (or machines) and ``table``
 reads them back; ``--set`` overrides a setting (a dotted key, a YAML value; recorded in the row) for an
@@ -159,6 +160,58 @@ def run_one(strength: float, seed: int, bad_ticks: bool, size: dict, quick: bool
     return row
 
 
+def member_curve(strength: float, seed: int, model: str, size: dict, overrides: dict | None = None) -> dict:
+    """One base model fitted in this process, one thread, on a planted universe with the benchmark's settings
+    (``overrides`` on top): after every epoch its IC on the selection part of validation (what picks the epoch
+    kept) and on the test period (over every test window; a ``run`` scores the tradable ones). Shows how a
+    member learns: how many epochs it sits at zero before it finds the signal, and whether more would help."""
+    import torch
+
+    from raycast.data.ingest import ingest
+    from raycast.features.pipeline import build_features
+    from raycast.features.store import FeatureBlocks, current_features_dir, load_meta, read_feature_frame
+    from raycast.models import autocast_context, build_model
+    from raycast.train.ensemble import stacking_periods
+    from raycast.train.loop import TrainJob, cross_sectional_ic, fit_epochs, predict_blocks
+    from raycast.train.run import label_span, period_dates
+    from raycast.train.trainer import target_stats
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config(Path(tmp), strength, seed, False, size=size, overrides=overrides)
+        oracle = ingest(cfg)["synthetic"]["oracle_ic"]
+        build_features(cfg)
+        features = current_features_dir(cfg.storage)
+        meta = load_meta(features)
+        split, normalizer, window = meta.split, meta.normalizer, meta.window
+        # the bases' split in `raycast train`: they select their epoch on the validation period's first part
+        periods = stacking_periods(period_dates(features, split.val), cfg.train.stacking_fraction, label_span(features))
+        base_split = periods.base_split(split)
+        mean, std = target_stats(features, split)
+        frame = read_feature_frame(features)
+    job = TrainJob(cfg=cfg, model=model, split=base_split.to_json(), normalizer=normalizer.to_json(), window=window,
+                   target_mean=mean, target_std=std)  # fmt: skip
+    train_blocks = FeatureBlocks(frame[frame["date"] <= split.train.end], normalizer, window)
+    val_blocks = FeatureBlocks(frame[frame["date"] <= base_split.val.end], normalizer, window)
+    test_blocks = FeatureBlocks(frame, normalizer, window)
+    test_ends, x = test_blocks.ends(split.test), torch.as_tensor(test_blocks.x)
+    net = build_model(model, len(normalizer.features), window, getattr(cfg.models, model).model_dump())
+    selection, test = [], []
+    for metrics, state in fit_epochs(job, train_blocks, val_blocks, "cpu"):
+        net.load_state_dict(state["model"])
+        net.eval()
+        pred = predict_blocks(net, x, test_ends, window, 1024, lambda: autocast_context("cpu", False))
+        selection.append(round(metrics["val_ic"], 4))
+        test.append(round(cross_sectional_ic(test_blocks.dates[test_ends], pred, test_blocks.y[test_ends])[0], 4))
+        print(f"[bench_skill] {model} epoch {metrics['epoch']}: selection IC {selection[-1]:+.4f}, "
+              f"test IC {test[-1]:+.4f}", flush=True)  # fmt: skip
+    kept = int(np.argmax(selection))
+    return {"member": model, "strength": strength, "seed": seed, **size, "oracle_ic": oracle, "selection_ic": selection,
+            "test_ic": test, "kept_epoch": kept, "kept_test_ic": test[kept],
+            "seconds": round(time.perf_counter() - started, 1)} | ({"overrides": overrides} if overrides else {})  # fmt: skip
+
+
 def simplex_grid(k: int, steps: int = 50) -> np.ndarray:
     """Every weight vector of ``k`` non-negative weights in multiples of 1/``steps`` that sum to 1, (points, k)."""
     # Stars and bars: k - 1 bars among steps + k - 1 slots; the gaps between bars are the weights' steps.
@@ -302,6 +355,14 @@ def main(argv: list[str] | None = None) -> None:
     one.add_argument("--out", type=Path, required=True)
     one.add_argument("--keep-predictions", type=Path, default=Path(tempfile.gettempdir()) / "bench_skill_predictions",
                      help="folder for each run's test predictions")  # fmt: skip
+    curve = sub.add_parser("member", help="one member fitted in this process: its selection and test IC by epoch")
+    curve.add_argument("--strength", type=float, required=True)
+    curve.add_argument("--seed", type=int, default=0)
+    curve.add_argument("--model", choices=list(MODELS), required=True)
+    curve.add_argument("--symbols", type=int, help="symbols (default: the full universe's)")
+    curve.add_argument("--days", type=int, help="days of history (default: the full universe's)")
+    curve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    curve.add_argument("--out", type=Path, required=True)
     every = sub.add_parser("all", help="every universe and seed, then the table")
     every.add_argument("--quick", action="store_true", help="small universes and short training (a smoke run)")
     every.add_argument("--out", type=Path, default=Path("skill.jsonl"))
@@ -319,12 +380,18 @@ def main(argv: list[str] | None = None) -> None:
         rows = [json.loads(line) for path in args.results for line in path.read_text().splitlines() if line.strip()]
         print(table(rows))
         return
+    overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in getattr(args, "set", []))}
+    if args.command == "member":
+        row = member_curve(args.strength, args.seed, args.model, universe_size(False, args.days, args.symbols), overrides)
+        with args.out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"[bench_skill] {json.dumps(row)}", flush=True)
+        return
     plan = [(args.strength, args.seed, args.bad_ticks)] if args.command == "run" else [
         *((s, seed, False) for s in STRENGTHS for seed in SEEDS), *((BAD_TICK_STRENGTH, seed, True) for seed in SEEDS)
     ]  # fmt: skip
     for strength, seed, bad in plan:
         size = universe_size(args.quick, getattr(args, "days", None), getattr(args, "symbols", None))
-        overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in getattr(args, "set", []))}
         row = run_one(strength, seed, bad, size, args.quick, getattr(args, "keep_predictions", None), overrides)
         row["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
         with args.out.open("a") as f:
