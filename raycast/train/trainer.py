@@ -98,7 +98,8 @@ def data_parallel_trainer(train_fn, scaling_config, **kwargs):
 
     A lone worker has nobody to synchronize gradients with, yet a ``TorchTrainer`` would set up a one-process
     gloo group for it and, through its backend config, make the run's controller import torch and Ray Train's
-    torch support: about 3 s of a one-worker ``fit()`` on 2 CPU cores (docs/performance.md, "Training stage").
+    torch support before it starts the worker group: 1-1.3 s of the controller's start on 2 CPU cores
+    (docs/performance.md, "Training stage").
     Checkpoints, ``FailureConfig`` restarts, dataset shards and callbacks are the same either way.
     """
     if scaling_config.num_workers > 1:
