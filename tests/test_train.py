@@ -218,7 +218,11 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path, monkeypatch)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     probe = tmp_path / "controller-modules"
-    monkeypatch.setattr("raycast.console.train_callbacks.train_progress", lambda label, epochs: [_controller_modules(probe)])
+    from raycast.console.train_callbacks import TrainProgress
+
+    # the progress callback rides along (its pushes to a board that is not there fail quietly), as in `raycast train`
+    monkeypatch.setattr("raycast.console.train_callbacks.train_progress",
+                        lambda label, epochs: [TrainProgress(None, [label]), _controller_modules(probe)])  # fmt: skip
     out: dict = {}
     fit = threading.Thread(target=lambda: out.setdefault(
         "result", fit_base_model(cfg, "cnn", fdir, meta.split, meta.normalizer, meta.window, run_dir)))
