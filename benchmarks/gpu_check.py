@@ -14,6 +14,8 @@ costs only that section; every section appends its figures to ``DIR/gpu.jsonl`` 
             window data path, the trainer's fixed cost (LSTM, bf16, batch 4096)
   pipeline  ``raycast train`` on the GPU: three base models concurrently on one GPU, the ensemble,
             then the evaluation report
+  stage     (only when named) synthetic-500 x 10 years at strength 0.05: the three base models in turn on
+            the whole GPU, 10 epochs each: the stage's wall time over its in-loop seconds, and the test ICs
 
 Without CUDA (the CI machine) the script still runs every section on CPU with tiny settings: ``--cpu-smoke``.
 
@@ -40,9 +42,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("store", "models", "tune", "train", "pipeline")
+DEFAULT_SECTIONS = ("store", "models", "tune", "train", "pipeline")
+SECTIONS = (*DEFAULT_SECTIONS, "stage")  # stage: a check of its own, about as long as the others together
 # Seconds each section may take at most (less when the overall budget runs short).
-LIMITS = {"store": 75, "models": 70, "tune": 160, "train": 90, "pipeline": 140}
+LIMITS = {"store": 75, "models": 70, "tune": 160, "train": 90, "pipeline": 140, "stage": 480}
 
 
 def emit(out: Path, record: dict) -> None:
@@ -175,6 +178,46 @@ def section_pipeline(store: Path, out: Path) -> None:
                "training": trained.spec.get("training")})  # fmt: skip
 
 
+def section_stage(store: Path, out: Path) -> None:
+    """The training stage at scale, on a store of its own: synthetic-500 x 10 years at planted strength 0.05, the
+    reference base models in turn on the whole GPU for 10 epochs each, then the ensemble; the stage's wall time
+    over its in-loop seconds, its timeline, and the test ICs against the oracle's and the baselines'."""
+    from raycast.config import parse_config
+    from raycast.data.ingest import ingest
+    from raycast.evaluate.evaluate import evaluate_version
+    from raycast.features.pipeline import build_features
+    from raycast.registry import list_versions
+    from raycast.runtime import init_ray
+    from raycast.train.run import train
+
+    gpu = not smoke()
+    n_symbols, n_days, epochs = (12, 400, 2) if smoke() else (500, 2520, 10)
+    universe = {"n_symbols": n_symbols, "n_days": n_days, "seed": 0, "signal_strength": 0.05}
+    cfg = parse_config(base_config(store / "stage") | {
+        "ingest": {"source": "synthetic", "synthetic": universe},
+        "train": {"models": ["lstm", "cnn", "attention"], "use_gpu": gpu, "gpus_per_worker": 1,
+                  "cpus_per_worker": 2 if gpu else 0.5, "bf16": gpu, "epochs": epochs, "patience": epochs,
+                  "batch_size": 1024 if gpu else 64, "max_steps_per_epoch": 3 if smoke() else None},
+        "evaluate": {"mode": "split"},
+    })  # fmt: skip
+    shutil.rmtree(store / "stage", ignore_errors=True)
+    t0 = time.perf_counter()
+    manifest = ingest(cfg)
+    init_ray(cfg.ray)
+    build_features(cfg)
+    t1 = time.perf_counter()
+    trained = train(cfg)
+    stage_s, in_loop = time.perf_counter() - t1, trained.timeline.in_loop_s()
+    emit(out, {"section": "stage", "symbols": n_symbols, "days": n_days, "epochs": epochs,
+               "data_s": t1 - t0, "stage_wall_s": stage_s, "in_loop_s": in_loop, "wall_over_in_loop": stage_s / in_loop,
+               "timeline": trained.timeline.table()})  # fmt: skip
+    evaluate_version(cfg, trained.version)
+    test = next(v for v in list_versions(cfg.storage) if v["version"] == trained.version)["metrics"]["test"]
+    emit(out, {"section": "stage", "oracle_ic": manifest["synthetic"]["oracle_ic"],
+               "test_ic": {n: test[n]["ic"] for n in ("lstm", "cnn", "attention", "ensemble", "ridge", "lightgbm")
+                           if n in test}})  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------------ driver
 
 
@@ -199,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/gpu_check")))
     ap.add_argument("--store", type=Path, default=None, help="where the synthetic store lives (default OUT/../)")
-    ap.add_argument("--sections", default=",".join(SECTIONS))
+    ap.add_argument("--sections", default=",".join(DEFAULT_SECTIONS), help=f"any of {','.join(SECTIONS)}")
     ap.add_argument("--budget", type=float, default=530, help="seconds for all sections together")
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny settings on CPU: check the script itself")
     ap.add_argument("--tune-trials", default="1,4,8,2", help="tune section: trials sharing the GPU, in this order")
