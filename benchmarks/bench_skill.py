@@ -108,7 +108,7 @@ def run_one(strength: float, seed: int, bad_ticks: bool, size: dict, quick: bool
     from raycast.data.synthetic import generate_synthetic
     from raycast.evaluate.evaluate import evaluate_version
     from raycast.features.pipeline import build_features
-    from raycast.registry import list_versions
+    from raycast.registry import load_spec
     from raycast.train.run import train
 
     started = time.perf_counter()
@@ -127,7 +127,7 @@ def run_one(strength: float, seed: int, bad_ticks: bool, size: dict, quick: bool
         build_features(cfg)
         trained = train(cfg)
         evaluate_version(cfg, trained.version)
-        spec = next(v for v in list_versions(cfg.storage) if v["version"] == trained.version)
+        spec = load_spec(cfg.storage, trained.version)
         predictions = Path(spec["metrics"]["report"]).parent / "test_predictions.parquet"
         ceiling = hindsight_row(predictions, list(trained.bases))
         if keep is not None:
@@ -171,9 +171,8 @@ def member_curve(strength: float, seed: int, model: str, size: dict, overrides: 
     from raycast.features.pipeline import build_features
     from raycast.features.store import FeatureBlocks, current_features_dir, load_meta, read_feature_frame
     from raycast.models import autocast_context, build_model
-    from raycast.train.ensemble import stacking_periods
     from raycast.train.loop import TrainJob, cross_sectional_ic, fit_epochs, predict_blocks
-    from raycast.train.run import label_span, period_dates
+    from raycast.train.run import validation_parts
     from raycast.train.trainer import target_stats
 
     torch.set_num_threads(1)
@@ -186,8 +185,7 @@ def member_curve(strength: float, seed: int, model: str, size: dict, overrides: 
         meta = load_meta(features)
         split, normalizer, window = meta.split, meta.normalizer, meta.window
         # the bases' split in `raycast train`: they select their epoch on the validation period's first part
-        periods = stacking_periods(period_dates(features, split.val), cfg.train.stacking_fraction, label_span(features))
-        base_split = periods.base_split(split)
+        base_split = validation_parts(features, split, cfg.train.stacking_fraction).base_split(split)
         mean, std = target_stats(features, split)
         frame = read_feature_frame(features)
     job = TrainJob(cfg=cfg, model=model, split=base_split.to_json(), normalizer=normalizer.to_json(), window=window,

@@ -186,7 +186,7 @@ def section_stage(store: Path, out: Path) -> None:
     from raycast.data.ingest import ingest
     from raycast.evaluate.evaluate import evaluate_version
     from raycast.features.pipeline import build_features
-    from raycast.registry import list_versions
+    from raycast.registry import load_spec
     from raycast.runtime import init_ray
     from raycast.train.run import train
 
@@ -212,7 +212,7 @@ def section_stage(store: Path, out: Path) -> None:
                "data_s": t1 - t0, "stage_wall_s": stage_s, "in_loop_s": in_loop, "wall_over_in_loop": stage_s / in_loop,
                "timeline": trained.timeline.table()})  # fmt: skip
     evaluate_version(cfg, trained.version)
-    test = next(v for v in list_versions(cfg.storage) if v["version"] == trained.version)["metrics"]["test"]
+    test = load_spec(cfg.storage, trained.version)["metrics"]["test"]
     emit(out, {"section": "stage", "oracle_ic": manifest["synthetic"]["oracle_ic"],
                "test_ic": {n: test[n]["ic"] for n in ("lstm", "cnn", "attention", "ensemble", "ridge", "lightgbm")
                            if n in test}})  # fmt: skip

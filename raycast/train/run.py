@@ -62,6 +62,12 @@ def period_dates(features_dir: fs.Location, period: Period) -> np.ndarray:
     return table.column("date").to_numpy()
 
 
+def validation_parts(features_dir: fs.Location, split: Split, stacking_fraction: float) -> StackingPeriods:
+    """The validation period cut in two, a label span apart: the bases select their epoch on the first part
+    (``periods.base_split(split)``), the ensemble head learns on the second (``periods.stacking``)."""
+    return stacking_periods(period_dates(features_dir, split.val), stacking_fraction, label_span(features_dir))
+
+
 def label_span(features_dir: fs.Location) -> int:
     """Dates a label reaches past its own date, as the feature dataset built it."""
     meta = load_meta(features_dir)
@@ -105,7 +111,7 @@ def fit_ensemble(
     horizon = load_meta(features_dir).horizon  # the targets' horizon is the dataset's, whatever the config says now
     tc = cfg.train
     if periods is None:
-        periods = stacking_periods(period_dates(features_dir, split.val), tc.stacking_fraction, label_span(features_dir))
+        periods = validation_parts(features_dir, split, tc.stacking_fraction)
     blocks = period_blocks(features_dir, split, normalizer, window, periods.stacking.start)
     ends = blocks.ends(periods.stacking)
     dates = blocks.dates[ends]
@@ -175,7 +181,7 @@ def train(
     timeline.add("stage", "ray, run directory", "start", timeline.started, timeline.now())
     with timeline.phase("target stats, stacking periods", "setup"):
         target = target_stats(features_dir, split)  # one read of the training targets for every stage below
-        periods = stacking_periods(period_dates(features_dir, split.val), cfg.train.stacking_fraction, label_span(features_dir))
+        periods = validation_parts(features_dir, split, cfg.train.stacking_fraction)
     window = cfg.train.window or meta.window
     with timeline.phase("base models", "trainers"):
         fits = fit_base_models(cfg, features_dir, periods.base_split(split), normalizer, window, run_dir, target, timeline)
