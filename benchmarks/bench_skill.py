@@ -14,13 +14,17 @@ user's file, checks that training shrugs them off.
     python benchmarks/bench_skill.py table skill.jsonl [more.jsonl ...]
     python benchmarks/bench_skill.py ceiling DIR   # from kept predictions: the best fixed weights in hindsight
     python benchmarks/bench_skill.py member --strength 0.05 --model attention [--set ...] --out curves.jsonl
+    python benchmarks/bench_skill.py reach --strength 0.05 [--symbols N]   # what the bars let a model reach
 
 ``run`` appends one JSON line per universe, so the runs can be spread over time (or machines) and ``table``
 reads them back; ``--set`` overrides a setting (a dotted key, a YAML value; recorded in the row) for an
 experiment against the shipped defaults; each run's test predictions are kept (``--keep-predictions``) for a
 closer look at the members and the combiner. Each row also records the best fixed weights of the members on
 the test period itself: no combiner that learns elsewhere beats them, so they show how much any head could add
-to these members. This is a printed table, not a timed test.
+to these members. ``reach`` needs no training: on each seed's test period it scores the planted expected return
+itself and the same pattern rebuilt from the bars alone (the generator's volatility replaced by one the features
+carry), so the gap between a member and the oracle splits into what the inputs lack and what the model has not
+learned. This is a printed table, not a timed test.
 """
 
 from __future__ import annotations
@@ -210,6 +214,33 @@ def member_curve(strength: float, seed: int, model: str, size: dict, overrides: 
             "seconds": round(time.perf_counter() - started, 1)} | ({"overrides": overrides} if overrides else {})  # fmt: skip
 
 
+def reach_row(strength: float, seed: int, size: dict) -> dict:
+    """Test-period ICs of the planted expected return and of its rebuild from the bars (no model involved).
+
+    Both are scored like a member: the mean per-date Pearson IC with the tradable label (the return from the
+    close after the signal's date to the next) on the benchmark's test period.
+    """
+    from raycast.data.synthetic import generate_synthetic, observable_pattern
+    from raycast.evaluate.metrics import daily_ic
+    from raycast.features.spec import WARMUP_BARS
+    from raycast.features.splits import make_split
+
+    cfg = config(Path(tempfile.gettempdir()), strength, seed, False, size=size)
+    universe = generate_synthetic(cfg.ingest.synthetic, cfg.features.label_delay)
+    close = universe.bars.pivot(index="date", columns="symbol", values="close")
+    delay = cfg.features.label_delay
+    label = close.shift(-delay - 1) / close.shift(-delay) - 1  # entered at the close d days on, held one day
+    frame = universe.expected_return.merge(observable_pattern(universe.bars).rename(columns={"mu": "observable"}))
+    frame = frame.merge(label.stack(future_stack=True).rename("target").reset_index())
+    # the features' dates start once every indicator has warmed up; the split is cut from them
+    test = make_split(close.index[WARMUP_BARS:].to_numpy(), cfg.features).test
+    frame = frame[test.mask(frame["date"].to_numpy())]
+    planted, observable = daily_ic(frame, "mu"), daily_ic(frame, "observable")
+    return {"strength": strength, "seed": seed, **size, "oracle_ic": universe.oracle_ic,
+            "planted_test_ic": float(planted.mean()), "observable_test_ic": float(observable.mean()),
+            "se": float(2 * planted.std() / np.sqrt(planted.count()))}  # fmt: skip
+
+
 def simplex_grid(k: int, steps: int = 50) -> np.ndarray:
     """Every weight vector of ``k`` non-negative weights in multiples of 1/``steps`` that sum to 1, (points, k)."""
     # Stars and bars: k - 1 bars among steps + k - 1 slots; the gaps between bars are the weights' steps.
@@ -366,6 +397,11 @@ def main(argv: list[str] | None = None) -> None:
     every.add_argument("--out", type=Path, default=Path("skill.jsonl"))
     show = sub.add_parser("table", help="the table of --out files (the rows of all of them together)")
     show.add_argument("results", type=Path, nargs="+")
+    reach = sub.add_parser("reach", help="the planted signal and its rebuild from the bars, on the test period")
+    reach.add_argument("--strength", type=float, required=True)
+    reach.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    reach.add_argument("--symbols", type=int, help="symbols (default: the full universe's)")
+    reach.add_argument("--days", type=int, help="days of history (default: the full universe's)")
     bound = sub.add_parser("ceiling", help="the best fixed weights in hindsight, from kept test predictions")
     bound.add_argument("predictions", type=Path, nargs="+", help="files or folders of --keep-predictions")
     args = parser.parse_args(argv)
@@ -373,6 +409,16 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "ceiling":
         print(ceiling_table(args.predictions))
+        return
+    if args.command == "reach":
+        size = universe_size(False, args.days, args.symbols)
+        print("| seed | oracle IC | planted, test IC | rebuilt from the bars, test IC | rebuilt / planted | 2 se |")
+        print("|---|---|---|---|---|---|")
+        for seed in args.seeds:
+            r = reach_row(args.strength, seed, size)
+            ratio = r["observable_test_ic"] / r["planted_test_ic"] if r["planted_test_ic"] else float("nan")
+            print(f"| {seed} | {r['oracle_ic']:.4f} | {r['planted_test_ic']:.4f} | {r['observable_test_ic']:.4f} "
+                  f"| {ratio:.2f} | {r['se']:.4f} |", flush=True)  # fmt: skip
         return
     if args.command == "table":
         rows = [json.loads(line) for path in args.results for line in path.read_text().splitlines() if line.strip()]

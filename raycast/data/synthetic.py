@@ -125,6 +125,38 @@ def _signal_scale(s: float, p: _Params, k: int) -> float:
     return float(s * np.sqrt((1 + f) / G_CROSS_SECTION_VAR) / np.sqrt(1 - s * s))
 
 
+def planted_pattern(
+    ret5: np.ndarray, lagged: np.ndarray, volume_ratio: np.ndarray, last: np.ndarray, sig: np.ndarray
+) -> np.ndarray:
+    """The raw ``g`` (``/ G_SCALE`` for unit variance): from the last 5 returns' sum, the return ``LAG`` days
+    back, today's volume over its 20-day mean, today's return and the volatility they are measured in."""
+    g = (
+        -0.5 * np.tanh(ret5 / (sig * np.sqrt(5)))  # short-term reversal: seen by the last day's features
+        + np.tanh(1.5 * lagged / sig)  # one lagged day: seen only inside the window
+        + 0.5 * np.tanh(np.log(volume_ratio)) * np.sign(last)  # volume-confirmed move
+    )
+    return g
+
+
+def observable_pattern(bars: pd.DataFrame) -> pd.DataFrame:
+    """The planted pattern rebuilt from the bars alone: [symbol, date, mu], up to the scale ``c``.
+
+    What a model could learn at best from what it sees. The generator's ``sigma`` (the idiosyncratic GARCH
+    volatility, not in the bars) is replaced by the 20-day standard deviation of close-to-close returns, which
+    the features carry; everything else the pattern reads is in the bars. Dates without 20 returns are NaN.
+    """
+    wide = bars.pivot(index="date", columns="symbol", values=["close", "volume"])
+    close, volume = wide["close"], wide["volume"]
+    r = close.pct_change(fill_method=None)
+    sig = r.rolling(20).std()
+    g = planted_pattern(
+        r.rolling(5).sum().to_numpy(), r.shift(LAG).to_numpy(),
+        (volume / volume.rolling(20).mean()).to_numpy(), r.to_numpy(), sig.to_numpy(),
+    )  # fmt: skip
+    mu = pd.DataFrame(sig.to_numpy() * g, index=close.index, columns=close.columns)
+    return mu.stack(future_stack=True).rename("mu").reset_index()[["symbol", "date", "mu"]]
+
+
 def _simulate(
     p: _Params, c: float, rng: np.random.Generator, t_total: int, k: int, delay: int,
     change: tuple[int, float] | None = None,
@@ -153,12 +185,7 @@ def _simulate(
         if c:
             ret5 = r[max(0, t - 4) : t + 1].sum(axis=0)
             vratio = vol[t] / vol[max(0, t - 19) : t + 1].mean(axis=0)
-            g = (
-                -0.5 * np.tanh(ret5 / (sig * np.sqrt(5)))  # short-term reversal: seen by the last day's features
-                + np.tanh(1.5 * r[max(0, t - LAG)] / sig)  # one lagged day: seen only inside the window
-                + 0.5 * np.tanh(np.log(vratio)) * np.sign(r[t])  # volume-confirmed move
-            )
-            mu[t] = c * sig * g / G_SCALE
+            mu[t] = c * sig * planted_pattern(ret5, r[max(0, t - LAG)], vratio, r[t], sig) / G_SCALE
         if t + 1 == t_total:
             break
         z = eps[t + 1]
