@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 STRENGTHS = (0.05, 0.1, 0.0)
@@ -167,8 +168,10 @@ def run_one(strength: float, seed: int, bad_ticks: bool, size: dict, quick: bool
 def member_curve(strength: float, seed: int, model: str, size: dict, overrides: dict | None = None) -> dict:
     """One base model fitted in this process, one thread, on a planted universe with the benchmark's settings
     (``overrides`` on top): after every epoch its IC on the selection part of validation (what picks the epoch
-    kept) and on the test period (over every test window; a ``run`` scores the tradable ones). Shows how a
-    member learns: how many epochs it sits at zero before it finds the signal, and whether more would help."""
+    kept) and on the test period (over every test window; a ``run`` scores the tradable ones), and the mean
+    per-date correlation of its test output with each part of the pattern rebuilt from the bars (``reach``).
+    Shows how a member learns: how many epochs it sits at zero before it finds the signal, which part of it
+    it finds, and whether more would help."""
     import torch
 
     from raycast.data.ingest import ingest
@@ -198,47 +201,83 @@ def member_curve(strength: float, seed: int, model: str, size: dict, overrides: 
     val_blocks = FeatureBlocks(frame[frame["date"] <= base_split.val.end], normalizer, window)
     test_blocks = FeatureBlocks(frame, normalizer, window)
     test_ends, x = test_blocks.ends(split.test), torch.as_tensor(test_blocks.x)
+    test_dates = test_blocks.dates[test_ends]
+    # the rebuilt pattern's parts on the test windows: which of them the member's output follows
+    keys = pd.DataFrame({"symbol": test_blocks.symbols[test_ends].astype(str), "date": test_dates})
+    parts = keys.merge(rebuilt_terms(cfg)[1], on=["symbol", "date"], how="left")
     net = build_model(model, len(normalizer.features), window, getattr(cfg.models, model).model_dump())
-    selection, test = [], []
+    selection, test, follows = [], [], {name: [] for name in REACH_PARTS}
     for metrics, state in fit_epochs(job, train_blocks, val_blocks, "cpu"):
         net.load_state_dict(state["model"])
         net.eval()
         pred = predict_blocks(net, x, test_ends, window, 1024, lambda: autocast_context("cpu", False))
         selection.append(round(metrics["val_ic"], 4))
-        test.append(round(cross_sectional_ic(test_blocks.dates[test_ends], pred, test_blocks.y[test_ends])[0], 4))
+        test.append(round(cross_sectional_ic(test_dates, pred, test_blocks.y[test_ends])[0], 4))
+        for name in REACH_PARTS:
+            follows[name].append(round(cross_sectional_ic(test_dates, pred, parts[name].to_numpy())[0], 3))
         print(f"[bench_skill] {model} epoch {metrics['epoch']}: selection IC {selection[-1]:+.4f}, "
-              f"test IC {test[-1]:+.4f}", flush=True)  # fmt: skip
+              f"test IC {test[-1]:+.4f}, correlation with the pattern's parts "
+              + ", ".join(f"{name} {v[-1]:+.3f}" for name, v in follows.items()), flush=True)  # fmt: skip
     kept = int(np.argmax(selection))
     return {"member": model, "strength": strength, "seed": seed, **size, "oracle_ic": oracle, "selection_ic": selection,
             "test_ic": test, "kept_epoch": kept, "kept_test_ic": test[kept],
+            "part_correlation": follows,
             "seconds": round(time.perf_counter() - started, 1)} | ({"overrides": overrides} if overrides else {})  # fmt: skip
 
 
-def reach_row(strength: float, seed: int, size: dict) -> dict:
-    """Test-period ICs of the planted expected return and of its rebuild from the bars (no model involved).
+# The planted pattern's terms by what a model needs to see them: the last day's features, or the window itself.
+REACH_PARTS = {"last day": ("reversal", "volume"), "window only": ("lagged",)}
 
-    Both are scored like a member: the mean per-date Pearson IC with the tradable label (the return from the
-    close after the signal's date to the next) on the benchmark's test period.
-    """
+
+def rebuilt_terms(cfg) -> tuple[object, pd.DataFrame]:
+    """(the universe, [symbol, date, planted mu, rebuilt pattern, one rebuilt column per :data:`REACH_PARTS`])."""
     from raycast.data.synthetic import generate_synthetic, observable_pattern
+
+    universe = generate_synthetic(cfg.ingest.synthetic, cfg.features.label_delay)
+    frame = universe.expected_return.merge(observable_pattern(universe.bars).rename(columns={"mu": "rebuilt"}))
+    for name, terms in REACH_PARTS.items():
+        frame = frame.merge(observable_pattern(universe.bars, terms).rename(columns={"mu": name}))
+    return universe, frame
+
+
+def reach_row(strength: float, seed: int, size: dict) -> dict:
+    """Test-period ICs of the planted expected return, of its rebuild from the bars and of the rebuild's parts
+    (no model involved), scored like a member: the mean per-date Pearson IC with the tradable label (the return
+    from the close after the signal's date to the next) on the benchmark's test period."""
     from raycast.evaluate.metrics import daily_ic
     from raycast.features.spec import WARMUP_BARS
     from raycast.features.splits import make_split
 
     cfg = config(Path(tempfile.gettempdir()), strength, seed, False, size=size)
-    universe = generate_synthetic(cfg.ingest.synthetic, cfg.features.label_delay)
+    universe, frame = rebuilt_terms(cfg)
     close = universe.bars.pivot(index="date", columns="symbol", values="close")
     delay = cfg.features.label_delay
     label = close.shift(-delay - 1) / close.shift(-delay) - 1  # entered at the close d days on, held one day
-    frame = universe.expected_return.merge(observable_pattern(universe.bars).rename(columns={"mu": "observable"}))
     frame = frame.merge(label.stack(future_stack=True).rename("target").reset_index())
     # the features' dates start once every indicator has warmed up; the split is cut from them
     test = make_split(close.index[WARMUP_BARS:].to_numpy(), cfg.features).test
     frame = frame[test.mask(frame["date"].to_numpy())]
-    planted, observable = daily_ic(frame, "mu"), daily_ic(frame, "observable")
+    daily = {name: daily_ic(frame, name) for name in ["mu", "rebuilt", *REACH_PARTS]}
+    rebuilt = daily["rebuilt"]  # defined at strength 0 too, where the planted mu is all zeros
     return {"strength": strength, "seed": seed, **size, "oracle_ic": universe.oracle_ic,
-            "planted_test_ic": float(planted.mean()), "observable_test_ic": float(observable.mean()),
-            "se": float(2 * planted.std() / np.sqrt(planted.count()))}  # fmt: skip
+            "planted_test_ic": float(daily["mu"].mean()) if strength else 0.0,
+            "rebuilt_test_ic": {name: float(daily[name].mean()) for name in ["rebuilt", *REACH_PARTS]},
+            "se": float(2 * rebuilt.std() / np.sqrt(rebuilt.count()))}  # fmt: skip
+
+
+def reach_table(rows: list[dict]) -> str:
+    parts = list(REACH_PARTS)
+    lines = [
+        "| seed | oracle IC | planted, test IC | rebuilt from the bars | rebuilt / planted | "
+        + " | ".join(f"its {p} part" for p in parts) + " | 2 se |",
+        "|---|---|---|---|---|" + "---|" * len(parts) + "---|",
+    ]  # fmt: skip
+    for r in rows:
+        ic, planted = r["rebuilt_test_ic"], r["planted_test_ic"]
+        ratio = ic["rebuilt"] / planted if planted else float("nan")
+        lines.append(f"| {r['seed']} | {r['oracle_ic']:.4f} | {planted:.4f} | {ic['rebuilt']:.4f} | {ratio:.2f} | "
+                     + " | ".join(f"{ic[p]:.4f}" for p in parts) + f" | {r['se']:.4f} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def simplex_grid(k: int, steps: int = 50) -> np.ndarray:
@@ -280,8 +319,6 @@ def hindsight_weights(frame, members: list[str]) -> tuple[float, dict[str, float
 
 def hindsight_row(predictions: Path, members: list[str]) -> dict:
     """:func:`hindsight_weights` over a test predictions file's tradable rows (the rows every IC is scored on)."""
-    import pandas as pd
-
     frame = pd.read_parquet(predictions)
     ic, weights = hindsight_weights(frame[frame["tradable"]], members)
     return {"ic": ic, "weights": weights}
@@ -289,8 +326,6 @@ def hindsight_row(predictions: Path, members: list[str]) -> dict:
 
 def ceiling_table(paths: list[Path]) -> str:
     """Per kept test predictions file: the members', the ensemble's and the best fixed weights' test ICs."""
-    import pandas as pd
-
     from raycast.evaluate.metrics import daily_ic
 
     files = sorted(f for p in paths for f in ([p] if p.is_file() else p.glob("*.parquet")))
@@ -412,13 +447,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "reach":
         size = universe_size(False, args.days, args.symbols)
-        print("| seed | oracle IC | planted, test IC | rebuilt from the bars, test IC | rebuilt / planted | 2 se |")
-        print("|---|---|---|---|---|---|")
-        for seed in args.seeds:
-            r = reach_row(args.strength, seed, size)
-            ratio = r["observable_test_ic"] / r["planted_test_ic"] if r["planted_test_ic"] else float("nan")
-            print(f"| {seed} | {r['oracle_ic']:.4f} | {r['planted_test_ic']:.4f} | {r['observable_test_ic']:.4f} "
-                  f"| {ratio:.2f} | {r['se']:.4f} |", flush=True)  # fmt: skip
+        print(reach_table([reach_row(args.strength, seed, size) for seed in args.seeds]))
         return
     if args.command == "table":
         rows = [json.loads(line) for path in args.results for line in path.read_text().splitlines() if line.strip()]

@@ -125,34 +125,49 @@ def _signal_scale(s: float, p: _Params, k: int) -> float:
     return float(s * np.sqrt((1 + f) / G_CROSS_SECTION_VAR) / np.sqrt(1 - s * s))
 
 
+PATTERN_TERMS = ("reversal", "lagged", "volume")
+
+
+def planted_terms(
+    ret5: np.ndarray, lagged: np.ndarray, volume_ratio: np.ndarray, last: np.ndarray, sig: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The three terms of the raw ``g`` (:data:`PATTERN_TERMS`), from the last 5 returns' sum, the return ``LAG``
+    days back, today's volume over its 20-day mean, today's return and the volatility they are measured in."""
+    return {
+        "reversal": -0.5 * np.tanh(ret5 / (sig * np.sqrt(5))),  # short-term reversal: seen by the last day's features
+        "lagged": np.tanh(1.5 * lagged / sig),  # one lagged day: seen only inside the window
+        "volume": 0.5 * np.tanh(np.log(volume_ratio)) * np.sign(last),  # volume-confirmed move
+    }
+
+
 def planted_pattern(
     ret5: np.ndarray, lagged: np.ndarray, volume_ratio: np.ndarray, last: np.ndarray, sig: np.ndarray
 ) -> np.ndarray:
-    """The raw ``g`` (``/ G_SCALE`` for unit variance): from the last 5 returns' sum, the return ``LAG`` days
-    back, today's volume over its 20-day mean, today's return and the volatility they are measured in."""
-    g = (
-        -0.5 * np.tanh(ret5 / (sig * np.sqrt(5)))  # short-term reversal: seen by the last day's features
-        + np.tanh(1.5 * lagged / sig)  # one lagged day: seen only inside the window
-        + 0.5 * np.tanh(np.log(volume_ratio)) * np.sign(last)  # volume-confirmed move
-    )
-    return g
+    """The raw ``g``, the sum of :func:`planted_terms` (``/ G_SCALE`` makes it roughly unit-variance)."""
+    terms = planted_terms(ret5, lagged, volume_ratio, last, sig)
+    return terms["reversal"] + terms["lagged"] + terms["volume"]
 
 
-def observable_pattern(bars: pd.DataFrame) -> pd.DataFrame:
-    """The planted pattern rebuilt from the bars alone: [symbol, date, mu], up to the scale ``c``.
+def observable_pattern(bars: pd.DataFrame, terms: tuple[str, ...] = PATTERN_TERMS) -> pd.DataFrame:
+    """The planted pattern (or some of its ``terms``) rebuilt from the bars alone: [symbol, date, mu], up to the
+    scale ``c``.
 
     What a model could learn at best from what it sees. The generator's ``sigma`` (the idiosyncratic GARCH
     volatility, not in the bars) is replaced by the 20-day standard deviation of close-to-close returns, which
     the features carry; everything else the pattern reads is in the bars. Dates without 20 returns are NaN.
     """
+    unknown = set(terms) - set(PATTERN_TERMS)
+    if unknown or not terms:
+        raise ValueError(f"terms must be some of {PATTERN_TERMS}, got {terms}")
     wide = bars.pivot(index="date", columns="symbol", values=["close", "volume"])
     close, volume = wide["close"], wide["volume"]
     r = close.pct_change(fill_method=None)
     sig = r.rolling(20).std()
-    g = planted_pattern(
+    parts = planted_terms(
         r.rolling(5).sum().to_numpy(), r.shift(LAG).to_numpy(),
         (volume / volume.rolling(20).mean()).to_numpy(), r.to_numpy(), sig.to_numpy(),
     )  # fmt: skip
+    g = sum(parts[t] for t in terms)
     mu = pd.DataFrame(sig.to_numpy() * g, index=close.index, columns=close.columns)
     return mu.stack(future_stack=True).rename("mu").reset_index()[["symbol", "date", "mu"]]
 
