@@ -352,6 +352,13 @@ def _ms(values) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
 
 
+def _kind(row: dict) -> tuple:
+    """What makes runs seeds of one line: bad ticks, strength, universe size and the settings they overrode."""
+    size = (row.get("n_symbols", 0), row.get("n_days", 0))
+    settings = ", ".join(f"{k}={v}" for k, v in sorted((row.get("overrides") or {}).items()))
+    return row["bad_ticks"], row["strength"], size, settings
+
+
 def table(rows: list[dict]) -> str:
     """The skill table: one line per universe kind, mean ± std over seeds."""
     lines = [
@@ -359,9 +366,10 @@ def table(rows: list[dict]) -> str:
         "| ensemble >= best member, ridge, LightGBM (seeds) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    kinds = sorted({(r["bad_ticks"], r["strength"]) for r in rows}, key=lambda k: (k[0], -k[1]))
-    for bad, strength in kinds:
-        group = sorted((r for r in rows if r["bad_ticks"] == bad and r["strength"] == strength), key=lambda r: r["seed"])
+    kinds = sorted({_kind(r) for r in rows}, key=lambda k: (k[0], -k[1], k[2:]))
+    for kind in kinds:
+        bad, strength, _, settings = kind
+        group = sorted((r for r in rows if _kind(r) == kind), key=lambda r: r["seed"])
         ens = [r["ic"]["ensemble"] for r in group]
         members = [max(v for k, v in r["ic"].items() if k in r["stacking_ic"]) for r in group]
         ridge = [r["ic"].get("ridge") for r in group]
@@ -369,18 +377,18 @@ def table(rows: list[dict]) -> str:
         wins = [sum(e >= b for e, b in zip(ens, other, strict=True) if b is not None) for other in (members, ridge, lgbm)]
         name = f"strength {strength:g}" + (f" + {bad} bad ticks" if bad else "") if strength else "null (strength 0)"
         sizes = sorted({f"{r['n_symbols']} x {r['n_days']}" for r in group if "n_symbols" in r})
-        name += f" ({', '.join(sizes)})" if sizes else ""
+        name += f" ({', '.join(sizes)}{', ' + settings if settings else ''})" if sizes or settings else ""
         ratio = [r["ic"]["ensemble"] / r["oracle_ic"] for r in group] if strength else []
         lines.append(
             f"| {name} | {len(group)} | {_ms([r['oracle_ic'] for r in group])} | {_ms(ens)} | {_ms(ratio)} "
             f"| {_ms(members)} | {_ms(ridge)} | {_ms(lgbm)} | {wins[0]}, {wins[1]}, {wins[2]} of {len(group)} |"
         )
-    ceiling = [(k, r) for k in kinds for r in rows if (r["bad_ticks"], r["strength"]) == k and "hindsight" in r]
+    ceiling = [(k, r) for k in kinds for r in rows if _kind(r) == k and "hindsight" in r]
     if ceiling:
         lines.append("")
         lines.append("The best fixed weights of the members on the test period itself (in hindsight: no combiner beats "
                      "them), test IC minus the best member's:")
-        for (bad, strength), r in ceiling:
+        for (bad, strength, *_), r in ceiling:
             best = max(v for k, v in r["ic"].items() if k in r["hindsight"]["weights"])
             weights = ", ".join(f"{k} {w:.2f}" for k, w in r["hindsight"]["weights"].items())
             lines.append(f"- strength {strength:g}{' + bad ticks' if bad else ''}, seed {r['seed']}: "
@@ -392,12 +400,15 @@ def table(rows: list[dict]) -> str:
         for r in null:
             se = r["ic_std"] / np.sqrt(r["n_dates"])
             lines.append(f"- seed {r['seed']}: |IC| {abs(r['ic']['ensemble']):.4f}, 2 se {2 * se:.4f}")
-    bad = {r["seed"]: r for r in rows if r["bad_ticks"]}
-    clean = {r["seed"]: r for r in rows if not r["bad_ticks"] and r["strength"] == BAD_TICK_STRENGTH}
+    # a bad-tick run pairs with the clean run of its seed, universe and settings
+    bad = {(r["seed"], *_kind(r)[2:]): r for r in rows if r["bad_ticks"]}
+    clean = {(r["seed"], *_kind(r)[2:]): r for r in rows if not r["bad_ticks"] and r["strength"] == BAD_TICK_STRENGTH}
     paired = sorted(set(bad) & set(clean))
     if paired:
         lines.append("")
-        std = np.std([clean[s]["ic"]["ensemble"] for s in clean], ddof=1) if len(clean) > 1 else float("nan")
+        universes = {k[1:] for k in paired}
+        same = [r["ic"]["ensemble"] for k, r in clean.items() if k[1:] in universes]
+        std = np.std(same, ddof=1) if len(same) > 1 else float("nan")
         diffs = [bad[s]["ic"]["ensemble"] - clean[s]["ic"]["ensemble"] for s in paired]
         lines.append(f"Bad ticks minus clean, ensemble test IC per seed: {', '.join(f'{d:+.4f}' for d in diffs)}, "
                      f"mean {np.mean(diffs):+.4f} (std of the clean runs {std:.4f})")

@@ -66,9 +66,13 @@ def test_the_table_reads_several_results_files_together(tmp_path, capsys):
     clean, bad = tmp_path / "clean.jsonl", tmp_path / "bad.jsonl"
     clean.write_text("".join(json.dumps(row(s, 0, 0.06 + 0.01 * s)) + "\n" for s in (0, 1)))
     bad.write_text("".join(json.dumps(row(s, 6, 0.05 + 0.01 * s)) + "\n" for s in (0, 1)))
-    bench_skill.main(["table", str(clean), str(bad)])
+    # a bigger universe trained longer is a line of its own, and no bad-tick run's pair
+    bigger = tmp_path / "bigger.jsonl"
+    bigger.write_text(json.dumps(row(0, 0, 0.2) | {"n_symbols": 80, "overrides": {"train.epochs": 24}}) + "\n")
+    bench_skill.main(["table", str(clean), str(bad), str(bigger)])
     out = capsys.readouterr().out
     assert "| strength 0.1 (40 x 800) | 2 |" in out and "| strength 0.1 + 6 bad ticks (40 x 800) | 2 |" in out
+    assert "| strength 0.1 (80 x 800, train.epochs=24) | 1 | 0.1000 | 0.2000 |" in out
     assert "Bad ticks minus clean, ensemble test IC per seed: -0.0100, -0.0100, mean -0.0100 (std of the clean runs 0.0071)" in out
 
 
