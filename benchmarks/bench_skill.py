@@ -51,7 +51,7 @@ BAD_TICK_STRENGTH = 0.1
 # 400 symbols x 6 years: hundreds of tickers, what raycast is for, and about 6-7 minutes a run on 2 CPU cores. At
 # 100 symbols the members learn less and further apart (docs/performance.md, "Forecast skill"); --symbols 100
 # runs that universe. Strength 0.05 needs about four times the data to reach 0.7 of the oracle: --symbols 800
-# --days 3024 --set train.epochs=24 --set train.patience=24, about an hour a run on 2 cores.
+# --days 3024 --set train.epochs=24 --set train.patience=24 (61-72 minutes a run, three runs sharing 2 cores).
 UNIVERSE = {"n_symbols": 400, "n_days": 1512}
 QUICK_UNIVERSE = {"n_symbols": 40, "n_days": 800}
 MODELS = {
