@@ -232,12 +232,13 @@ REACH_PARTS = {"last day": ("reversal", "volume"), "window only": ("lagged",)}
 
 def rebuilt_terms(cfg) -> tuple[object, pd.DataFrame]:
     """(the universe, [symbol, date, planted mu, rebuilt pattern, one rebuilt column per :data:`REACH_PARTS`])."""
-    from raycast.data.synthetic import generate_synthetic, observable_pattern
+    from raycast.data.synthetic import PATTERN_TERMS, generate_synthetic, observable_terms
 
     universe = generate_synthetic(cfg.ingest.synthetic, cfg.features.label_delay)
-    frame = universe.expected_return.merge(observable_pattern(universe.bars).rename(columns={"mu": "rebuilt"}))
+    frame = universe.expected_return.merge(observable_terms(universe.bars))
+    frame["rebuilt"] = frame[list(PATTERN_TERMS)].sum(axis=1, skipna=False)
     for name, terms in REACH_PARTS.items():
-        frame = frame.merge(observable_pattern(universe.bars, terms).rename(columns={"mu": name}))
+        frame[name] = frame[list(terms)].sum(axis=1, skipna=False)
     return universe, frame
 
 
@@ -252,8 +253,8 @@ def reach_row(strength: float, seed: int, size: dict) -> dict:
     cfg = config(Path(tempfile.gettempdir()), strength, seed, False, size=size)
     universe, frame = rebuilt_terms(cfg)
     close = universe.bars.pivot(index="date", columns="symbol", values="close")
-    delay = cfg.features.label_delay
-    label = close.shift(-delay - 1) / close.shift(-delay) - 1  # entered at the close d days on, held one day
+    delay, horizon = cfg.features.label_delay, cfg.features.horizon
+    label = close.shift(-delay - horizon) / close.shift(-delay) - 1  # the features' target, from the closes
     frame = frame.merge(label.stack(future_stack=True).rename("target").reset_index())
     # the features' dates start once every indicator has warmed up; the split is cut from them
     test = make_split(close.index[WARMUP_BARS:].to_numpy(), cfg.features).test

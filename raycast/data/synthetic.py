@@ -148,28 +148,34 @@ def planted_pattern(
     return terms["reversal"] + terms["lagged"] + terms["volume"]
 
 
-def observable_pattern(bars: pd.DataFrame, terms: tuple[str, ...] = PATTERN_TERMS) -> pd.DataFrame:
-    """The planted pattern (or some of its ``terms``) rebuilt from the bars alone: [symbol, date, mu], up to the
-    scale ``c``.
+def observable_terms(bars: pd.DataFrame) -> pd.DataFrame:
+    """The planted pattern's terms rebuilt from the bars alone: [symbol, date, *PATTERN_TERMS], each term times
+    the volatility, so their sum is the planted expected return up to the scale ``c``.
 
     What a model could learn at best from what it sees. The generator's ``sigma`` (the idiosyncratic GARCH
     volatility, not in the bars) is replaced by the 20-day standard deviation of close-to-close returns, which
     the features carry; everything else the pattern reads is in the bars. Dates without 20 returns are NaN.
     """
-    unknown = set(terms) - set(PATTERN_TERMS)
-    if unknown or not terms:
-        raise ValueError(f"terms must be some of {PATTERN_TERMS}, got {terms}")
     wide = bars.pivot(index="date", columns="symbol", values=["close", "volume"])
     close, volume = wide["close"], wide["volume"]
     r = close.pct_change(fill_method=None)
     sig = r.rolling(20).std()
-    parts = planted_terms(
+    terms = planted_terms(
         r.rolling(5).sum().to_numpy(), r.shift(LAG).to_numpy(),
         (volume / volume.rolling(20).mean()).to_numpy(), r.to_numpy(), sig.to_numpy(),
     )  # fmt: skip
-    g = sum(parts[t] for t in terms)
-    mu = pd.DataFrame(sig.to_numpy() * g, index=close.index, columns=close.columns)
-    return mu.stack(future_stack=True).rename("mu").reset_index()[["symbol", "date", "mu"]]
+    columns = {name: pd.DataFrame(sig.to_numpy() * t, index=close.index, columns=close.columns).stack(future_stack=True)
+               for name, t in terms.items()}  # fmt: skip
+    return pd.DataFrame(columns).rename_axis(["date", "symbol"]).reset_index()[["symbol", "date", *PATTERN_TERMS]]
+
+
+def observable_pattern(bars: pd.DataFrame, terms: tuple[str, ...] = PATTERN_TERMS) -> pd.DataFrame:
+    """[symbol, date, mu]: the sum of some of :func:`observable_terms` (all of them: the whole pattern)."""
+    unknown = set(terms) - set(PATTERN_TERMS)
+    if unknown or not terms:
+        raise ValueError(f"terms must be some of {PATTERN_TERMS}, got {terms}")
+    frame = observable_terms(bars)
+    return frame[["symbol", "date"]].assign(mu=frame[list(terms)].sum(axis=1, skipna=False))
 
 
 def _simulate(
