@@ -370,7 +370,7 @@ def table(rows: list[dict]) -> str:
     ]
     kinds = sorted({_kind(r) for r in rows}, key=lambda k: (k[0], -k[1], k[2:]))
     for kind in kinds:
-        bad, strength, _, settings = kind
+        bad, strength, (n_symbols, n_days), settings = kind
         group = sorted((r for r in rows if _kind(r) == kind), key=lambda r: r["seed"])
         ens = [r["ic"]["ensemble"] for r in group]
         members = [max(v for k, v in r["ic"].items() if k in r["stacking_ic"]) for r in group]
@@ -378,8 +378,8 @@ def table(rows: list[dict]) -> str:
         lgbm = [r["ic"].get("lightgbm") for r in group]
         wins = [sum(e >= b for e, b in zip(ens, other, strict=True) if b is not None) for other in (members, ridge, lgbm)]
         name = f"strength {strength:g}" + (f" + {bad} bad ticks" if bad else "") if strength else "null (strength 0)"
-        sizes = sorted({f"{r['n_symbols']} x {r['n_days']}" for r in group if "n_symbols" in r})
-        name += f" ({', '.join(sizes)}{', ' + settings if settings else ''})" if sizes or settings else ""
+        details = [f"{n_symbols} x {n_days}"] if n_symbols else []
+        name += f" ({', '.join(details + ([settings] if settings else []))})" if details or settings else ""
         ratio = [r["ic"]["ensemble"] / r["oracle_ic"] for r in group] if strength else []
         lines.append(
             f"| {name} | {len(group)} | {_ms([r['oracle_ic'] for r in group])} | {_ms(ens)} | {_ms(ratio)} "
