@@ -204,7 +204,7 @@ def member_curve(strength: float, seed: int, model: str, size: dict, overrides: 
     test_ends, x = test_blocks.ends(split.test), torch.as_tensor(test_blocks.x)
     test_dates = test_blocks.dates[test_ends]
     # the rebuilt pattern's parts on the test windows: which of them the member's output follows
-    keys = pd.DataFrame({"symbol": test_blocks.symbols[test_ends].astype(str), "date": test_dates})
+    keys = pd.DataFrame({"symbol": test_blocks.symbols_at(test_ends).astype(str), "date": test_dates})
     parts = keys.merge(rebuilt_terms(cfg)[1], on=["symbol", "date"], how="left")
     net = build_model(model, len(normalizer.features), window, getattr(cfg.models, model).model_dump())
     selection, test, follows = [], [], {name: [] for name in REACH_PARTS}

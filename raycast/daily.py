@@ -210,7 +210,7 @@ def score_window(cfg: RaycastConfig, versions: list[str], features_dir: fs.Locat
         blocks = FeatureBlocks(frame, predictor.normalizer, predictor.window)
         ends = blocks.ends(period)
         x, _ = blocks.windows(ends)
-        scored = pd.DataFrame({"symbol": blocks.symbols[ends], "date": blocks.dates[ends], "target": blocks.y[ends],
+        scored = pd.DataFrame({"symbol": blocks.symbols_at(ends), "date": blocks.dates[ends], "target": blocks.y[ends],
                                version: predictor.predict_windows(x)["prediction"] if len(ends) else []})  # fmt: skip
         if out is None:
             for column, values in blocks.market.items():

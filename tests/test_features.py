@@ -267,6 +267,55 @@ def test_feature_blocks_from_an_arrow_table_match_those_from_a_frame(bars):
     np.testing.assert_array_equal(from_table.ends(), from_frame.ends())
 
 
+def test_feature_blocks_read_file_by_file_equal_those_from_the_whole_read(bars, tmp_path, monkeypatch):
+    """``FeatureBlocks.read`` places each file's rows without reading them all at once; symbols spread over files
+    in any order (a symbol's pending rows live in a file of their own), with symbol and date filters, give the
+    very blocks a whole read gives, and the columns come in groups (here a few at a time)."""
+    import pyarrow.parquet as pq
+
+    from raycast.features.store import ROWS_DIR, fit_columns, read_feature_frame
+
+    frame = pd.concat([compute_symbol_features(one_symbol(bars, i)) for i in range(3)], ignore_index=True)
+    names = list(ALL_FEATURES)
+    norm = fit_normalizer(frame[names].to_numpy(), names)
+    rows = tmp_path / ROWS_DIR
+    rows.mkdir()
+    shuffled = frame.sample(frac=1, random_state=3).reset_index(drop=True)
+    symbols = sorted(frame["symbol"].unique())
+    last = shuffled["symbol"].eq(symbols[1]) & shuffled["date"].ge(shuffled["date"].quantile(0.9))
+    files = {"part-00001.parquet": shuffled[shuffled["symbol"].isin(symbols[:2]) & ~last],  # symbols[1] in two files
+             "pending-part-00001.parquet": shuffled[last],
+             "part-00000.parquet": shuffled[shuffled["symbol"].eq(symbols[2])]}  # fmt: skip
+    for name, part in files.items():
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), rows / name)
+    monkeypatch.setattr(FeatureBlocks, "READ_COLUMNS", 5)
+    cutoff = frame["date"].quantile(0.6)
+    cases = [({}, frame),
+             ({"filters": [("date", "<=", cutoff.to_pydatetime())]}, frame[frame["date"] <= cutoff]),
+             ({"symbols": symbols[1:], "columns": fit_columns(names)}, frame[frame["symbol"].isin(symbols[1:])]),
+             ({"symbols": symbols[:1], "filters": [("date", ">", frame["date"].max().to_pydatetime())]}, frame.iloc[:0])]  # fmt: skip
+    for kwargs, expected in cases:
+        read = FeatureBlocks.read(tmp_path, norm, 30, **kwargs)
+        whole = FeatureBlocks(read_feature_frame(tmp_path, kwargs.get("symbols"), kwargs.get("filters")), norm, 30)
+        mine = FeatureBlocks(expected, norm, 30)
+        assert len(read) == len(expected)
+        for other in (whole, mine):
+            np.testing.assert_array_equal(read.x, other.x)
+            np.testing.assert_array_equal(read.y, other.y)
+            np.testing.assert_array_equal(read.t, other.t)
+            np.testing.assert_array_equal(read.dates, other.dates)
+            np.testing.assert_array_equal(read.symbols, other.symbols)
+            np.testing.assert_array_equal(read.raw_return, other.raw_return)
+            np.testing.assert_array_equal(read.ends(), other.ends())
+        want_market = set() if "columns" in kwargs else {c for c in MARKET_COLUMNS if c in frame}
+        assert set(read.market) == want_market
+        for c in want_market:
+            np.testing.assert_array_equal(read.market[c], whole.market[c])
+        if len(read):
+            end = read.ends()[-1]
+            assert read.symbols_at(np.array([end]))[0] == read.symbols[end]
+
+
 @pytest.mark.parametrize("method", ["zscore", "minmax"])
 def test_statistics_merged_across_blocks_equal_one_fit_on_all_rows(method):
     from raycast.features.normalize import merge_partial_stats, partial_stats

@@ -231,8 +231,15 @@ def test_a_killed_worker_resumes_from_its_last_checkpoint(tmp_path, monkeypatch)
     deadline = time.time() + 300
     while time.time() < deadline and len(_committed_epochs(ckpt_dir)) < 2:
         time.sleep(0.1)
-    # Ray titles each worker process after its actor: find the training worker the way an operator would
-    workers = [p for p in psutil.process_iter(["cmdline"]) if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+    # Ray titles each worker process after its actor: find the training worker the way an operator would, among
+    # this test's own Ray processes (another Ray on the machine has workers of its own)
+    def titled(process: psutil.Process) -> str:
+        try:
+            return " ".join(process.cmdline())
+        except psutil.Error:  # ended between the listing and the look
+            return ""
+
+    workers = [p for p in psutil.Process().children(recursive=True) if "ray::RayTrainWorker" in titled(p)]
     assert len(workers) == 1, workers
     killed_after = _committed_epochs(ckpt_dir)[-1]
     os.kill(workers[0].pid, signal.SIGKILL)
@@ -305,7 +312,7 @@ def test_the_timeline_accounts_for_the_stage_in_order(tmp_path):
     assert timeline.trainers() == ["cnn+lstm"]  # one trainer, one worker group for both models
     phases = timeline.of("cnn+lstm")
     names = [p.name for p in phases]
-    expected = ["trainer setup (driver)", "worker group start", "shard pull", "validation read", "feature blocks",
+    expected = ["trainer setup (driver)", "worker group start", "training blocks", "validation blocks",
                 "cnn setup",
                 "cnn epoch 0 train", "cnn epoch 0 validation", "cnn epoch 0 checkpoint", "cnn epoch 1 train",
                 "lstm setup", "lstm epoch 1 checkpoint", "finish (last commit, worker group shutdown)",
@@ -320,7 +327,7 @@ def test_the_timeline_accounts_for_the_stage_in_order(tmp_path):
     # the loop's seconds are the ones its history reports
     history = sum(h["train_seconds"] + h["val_seconds"] for f in trained.fits.values() for h in f.history)
     assert timeline.in_loop_s() == pytest.approx(history, rel=0.05, abs=0.1)
-    assert "shard pull" in timeline.table() and "wall / in-loop" in timeline.table()
+    assert "training blocks" in timeline.table() and "wall / in-loop" in timeline.table()
     # the worker's phases carry its peak memory, a high-water mark, from a running process (a Python with torch
     # imported is well over 100 MB); the driver's own phases carry none
     worker = [p for p in phases if p.kind in ("data", "setup", "train", "validation", "checkpoint")

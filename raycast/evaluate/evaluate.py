@@ -104,7 +104,7 @@ def predictions_frame(
             part["lightgbm"] = baselines.lightgbm.predict(blocks.x, chunk_ends)
         parts.append(pd.DataFrame(part))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    frame.insert(0, "symbol", blocks.symbols[ends])
+    frame.insert(0, "symbol", blocks.symbols_at(ends))
     frame.insert(1, "date", blocks.dates[ends])
     frame.insert(2, "target", blocks.y[ends])
     frame["zero"] = 0.0
@@ -245,7 +245,7 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
     # The model's own feature dataset: a later rebuild (another horizon, say) must not change its targets.
     features_dir = model_features_dir(cfg.storage, spec)
     meta = load_meta(features_dir)
-    blocks = FeatureBlocks(read_feature_frame(features_dir), predictor.normalizer, predictor.window)
+    blocks = FeatureBlocks.read(features_dir, predictor.normalizer, predictor.window)
     baselines = fit_baselines(cfg, blocks, split)
     names = [*predictor.bases, "ensemble", *baselines.names]
     horizon = spec["target"]["horizon"]

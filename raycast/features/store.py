@@ -15,6 +15,7 @@ from raycast.features.normalize import Normalizer, fit_normalizer
 from raycast.features.spec import MARKET_COLUMNS
 from raycast.features.splits import Period, Split
 from raycast.features.windows import cut_windows, window_ends
+from raycast.memory import release_free_memory
 from raycast.storage import current_version_dir
 
 ROWS_DIR = "rows"
@@ -114,36 +115,108 @@ class FeatureBlocks:
     the raw market columns (:data:`~raycast.features.spec.MARKET_COLUMNS`) the rows have, as float64 arrays;
     evaluation decides from them which rows could have been traded. Memory grows with rows, not rows x window.
 
-    ``rows`` is a pandas frame or a pyarrow table (what a Parquet read gives, without a pandas copy). The matrix
-    is filled one column at a time in (symbol, date) order, so building it holds the rows plus the matrix, not
-    the several whole-frame copies a sort and a column selection would make; symbols are kept as codes into one
-    array of names (``symbols`` points into it rather than holding a string object per row).
+    ``rows`` is a pandas frame or a pyarrow table. :meth:`read` builds the blocks straight from the Parquet files
+    instead, a file and a few columns at a time, so that reading holds the blocks and a slice of one file rather
+    than every row twice (once in Arrow, once in the blocks). Either way each row is sent to its (symbol, date)
+    place, and symbols are kept as codes into one sorted array of names (:attr:`symbol_names`;
+    :meth:`symbols_at` names the rows asked for).
     """
 
     NORMALIZE_ROWS = 1 << 16  # rows normalized at once: bounds the temporaries to a few MB
+    READ_COLUMNS = 24  # columns :meth:`read` takes from a file at once: about half of a file in memory at a time
 
     def __init__(self, rows: pd.DataFrame | pa.Table, normalizer: Normalizer, window: int):
-        column, names = _column_reader(rows)
+        self._fill([lambda columns: rows], _names(rows), normalizer, window, release=False)
+
+    @classmethod
+    def read(
+        cls, features_dir: fs.Location, normalizer: Normalizer, window: int, columns: list[str] | None = None,
+        symbols: list[str] | None = None, filters: list | None = None,
+    ) -> FeatureBlocks:
+        """Blocks of the feature rows (``columns`` of them, optionally some symbols, or rows matching pyarrow
+        ``filters``) read file by file: a first pass reads each file's symbols and dates, which say where its rows
+        go; a second reads its other columns, a few at a time, into their places."""
+        import pyarrow.dataset as ds
+
+        path, filesystem, filters = _rows_source(features_dir, symbols, filters)
+        # symbols as a dictionary, as they are stored: codes into a few names instead of a string per row
+        parquet = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=["symbol"]))
+        dataset = ds.dataset(path, filesystem=filesystem, format=parquet, partitioning="hive")
+        expression = pq.filters_to_expression(filters) if filters else None
+        names = set(dataset.schema.names if columns is None else columns)
+
+        def part(fragment):
+            return lambda wanted: fragment.to_table(columns=wanted, filter=expression)
+
+        blocks = cls.__new__(cls)
+        blocks._fill([part(f) for f in dataset.get_fragments(filter=expression)], names, normalizer, window, release=True)
+        return blocks
+
+    def _fill(self, parts: list, names: set[str], normalizer: Normalizer, window: int, release: bool) -> None:
+        """Build the blocks from ``parts``, each a function of the columns wanted that returns some of the rows.
+        ``release``: hand the reads' freed memory back to the system between the passes and after them."""
         self.window = window
         self.features = list(normalizer.features)
-        codes, self.symbol_names = _symbol_codes(rows)
-        dates = column("date").astype("datetime64[ns]", copy=False)
+        codes, dates, self.symbol_names, counts = _keys(parts)
         order = np.lexsort((dates, codes))  # stable: by symbol, then date
-        self.symbol_codes = codes[order]
-        self.symbols = self.symbol_names[self.symbol_codes]
-        self.dates = dates[order]
-        self.x = np.empty((len(order), len(self.features)), dtype=np.float32)
-        for j, name in enumerate(self.features):
-            self.x[:, j] = column(name)[order]
-        for i in range(0, len(order), self.NORMALIZE_ROWS):
+        self.symbol_codes, self.dates = codes[order], dates[order]
+        place = np.empty(len(order), dtype=np.int32 if len(order) < 2**31 else np.int64)
+        place[order] = np.arange(len(order), dtype=place.dtype)  # where each row, in the parts' order, goes
+        del order, codes, dates
+        if release:  # the first pass's garbage would otherwise sit under the blocks
+            release_free_memory()
+        n = len(place)
+        self.x = np.empty((n, len(self.features)), dtype=np.float32)
+        self.y = np.empty(n, dtype=np.float32)
+        self.t = np.empty(n, dtype=np.int32)
+        self.raw_return = np.empty(n, dtype=np.float32) if "return_1d" in names else None
+        self.market = {c: np.empty(n) for c in MARKET_COLUMNS if c in names}
+        arrays = {"target": self.y, "t": self.t} | self.market
+        if self.raw_return is not None:
+            arrays["return_1d"] = self.raw_return  # often a feature too: then both are filled from it
+        feature_at = {name: j for j, name in enumerate(self.features)}
+        wanted = list(dict.fromkeys([*self.features, *arrays]))
+
+        def store(name: str, to: np.ndarray, values: np.ndarray) -> None:
+            if name == "date":
+                if not np.array_equal(values.astype("datetime64[ns]", copy=False), self.dates[to]):
+                    raise RuntimeError("a Parquet file gave its rows in another order on its second read")
+            if name in feature_at:
+                self.x[to, feature_at[name]] = values
+            if name in arrays:
+                arrays[name][to] = values
+
+        start = 0
+        for load, count in zip(parts, counts, strict=True):
+            to = place[start : start + count]
+            start += count
+            # a few columns at a time: what a file's read holds beside the matrix is a fraction of its rows
+            for first in range(0, len(wanted) if count else 0, self.READ_COLUMNS):
+                group = (["date"] if first == 0 else []) + wanted[first : first + self.READ_COLUMNS]
+                rows = load(group)
+                column = _column_reader(rows)
+                for name in group:
+                    store(name, to, column(name))
+                del rows, column
+                if release:  # else each read's freed buffers stay resident a while
+                    pa.default_memory_pool().release_unused()
+        del place
+        for i in range(0, n, self.NORMALIZE_ROWS):
             self.x[i : i + self.NORMALIZE_ROWS] = normalizer.transform(self.x[i : i + self.NORMALIZE_ROWS])
-        self.y = column("target")[order].astype(np.float32, copy=False)
-        self.raw_return = column("return_1d")[order].astype(np.float32, copy=False) if "return_1d" in names else None
-        self.t = column("t")[order].astype(np.int64, copy=False)
-        self.market = {c: column(c)[order].astype(np.float64, copy=False) for c in MARKET_COLUMNS if c in names}
+        if release:
+            release_free_memory()
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def symbols(self) -> np.ndarray:
+        """Every row's symbol name (an object array built on each call: :meth:`symbols_at` for a few rows)."""
+        return self.symbol_names[self.symbol_codes]
+
+    def symbols_at(self, rows: np.ndarray) -> np.ndarray:
+        """The symbol names of ``rows``."""
+        return self.symbol_names[self.symbol_codes[rows]]
 
     def ends(self, period: Period | None = None, require_target: bool = True) -> np.ndarray:
         """Rows that end a full window, inside ``period`` (by the window's last date), with a known target."""
@@ -159,12 +232,35 @@ class FeatureBlocks:
         return cut_windows(self.x, ends, self.window, self.y)
 
 
+def _names(rows: pd.DataFrame | pa.Table) -> set[str]:
+    return set(rows.column_names if isinstance(rows, pa.Table) else rows.columns)
+
+
+def _keys(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Every row's symbol code and date, the parts' rows one after another; the sorted symbol names; each part's
+    row count. A code is a row's symbol's place among the names of all the parts."""
+    local = []
+    for load in parts:
+        rows = load(["symbol", "date"])
+        column = _column_reader(rows)
+        if len(rows) == 0:
+            local.append((np.empty(0, dtype=np.int32), np.empty(0, dtype=object), np.empty(0, dtype="datetime64[ns]")))
+            continue
+        codes, names = _symbol_codes(rows)
+        local.append((codes, names, column("date").astype("datetime64[ns]", copy=False)))
+    names = np.unique(np.concatenate([n for _, n, _ in local])) if local else np.empty(0, dtype=object)
+    codes = [np.searchsorted(names, n).astype(np.int32)[c] for c, n, _ in local]
+    empty_codes, empty_dates = np.empty(0, dtype=np.int32), np.empty(0, dtype="datetime64[ns]")
+    return (np.concatenate(codes) if codes else empty_codes, np.concatenate([d for _, _, d in local]) if local else empty_dates,
+            names.astype(object), [len(c) for c in codes])  # fmt: skip
+
+
 def _column_reader(rows: pd.DataFrame | pa.Table):
-    """(name -> numpy array of that column in the rows' own order, the set of column names)."""
+    """name -> numpy array of that column in the rows' own order."""
     if isinstance(rows, pa.Table):
         # a null float becomes NaN; a column in several chunks is joined once, here
-        return (lambda name: rows.column(name).to_numpy()), set(rows.column_names)
-    return (lambda name: rows[name].to_numpy()), set(rows.columns)
+        return lambda name: rows.column(name).to_numpy()
+    return lambda name: rows[name].to_numpy()
 
 
 def _symbol_codes(rows: pd.DataFrame | pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -174,8 +270,8 @@ def _symbol_codes(rows: pd.DataFrame | pa.Table) -> tuple[np.ndarray, np.ndarray
 
         encoded = pc.dictionary_encode(rows.column("symbol").combine_chunks())
         names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
-        rank = np.empty(len(names), dtype=np.int64)
-        rank[np.argsort(names)] = np.arange(len(names))
+        rank = np.empty(len(names), dtype=np.int32)
+        rank[np.argsort(names)] = np.arange(len(names), dtype=np.int32)
         return rank[encoded.indices.to_numpy(zero_copy_only=False)], np.sort(names)
     codes, names = pd.factorize(rows["symbol"].astype(str), sort=True)
     return codes, np.asarray(names, dtype=object)

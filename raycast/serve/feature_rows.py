@@ -55,7 +55,7 @@ class StoredFeatures:
         self.window = window
         self.x = blocks.x
         ends = blocks.ends(require_target=False)  # the newest rows have no target yet: they are what we predict
-        symbols, dates = blocks.symbols[ends], blocks.dates[ends]
+        symbols, dates = blocks.symbols_at(ends), blocks.dates[ends]
         # Rows are sorted by (symbol, date), so each symbol's ends form one contiguous, date-sorted run.
         starts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]]) if len(ends) else np.empty(0, dtype=int)
         bounds = np.r_[starts, len(ends)]

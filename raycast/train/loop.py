@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 from typing import Literal
 
@@ -54,32 +53,32 @@ class TrainJob(BaseModel):
     )
 
 
-def validation_frame(features_dir: str, split: Split, window: int, features: list[str]) -> pa.Table:
+def validation_blocks(features_dir: str, split: Split, normalizer: Normalizer, window: int) -> FeatureBlocks:
     """The validation period's rows, with enough history before it for its first windows.
 
     Every worker needs all of them, so they are read straight from Parquet (date filters pushed down) rather than
     through a second Ray Data dataset, whose executor costs ~10 s per trainer on a small machine.
     """
-    from raycast.features.store import fit_columns, read_rows_table
+    from raycast.features.store import fit_columns
 
     lookback = split.val.start - pd.tseries.offsets.BDay(2 * window + 10)
     dates = [("date", ">=", lookback.to_pydatetime()), ("date", "<=", split.val.end.to_pydatetime())]
-    return read_rows_table(features_dir, fit_columns(features), filters=dates)
+    return FeatureBlocks.read(features_dir, normalizer, window, fit_columns(normalizer.features), filters=dates)
 
 
-def symbol_rows(features_dir: str, split: Split, shard, features: list[str]) -> pa.Table | pd.DataFrame:
+def training_blocks(features_dir: str, split: Split, shard, normalizer: Normalizer, window: int) -> FeatureBlocks:
     """The training rows of the symbols in a Ray Data shard of symbol names, read straight from Parquet.
 
     Ray Data decides which worker fits which symbols; the rows themselves skip Ray Data's executor (a streaming
     split of the rows cost ~9 s per trainer on a small machine, this read ~0.1 s for 50 symbols x 5 years).
     """
-    from raycast.features.store import fit_columns, read_rows_table
+    from raycast.features.store import fit_columns
 
     symbols = [str(s) for batch in shard.iter_batches(batch_size=None, batch_format="numpy") for s in batch["symbol"]]
     if not symbols:
-        return pd.DataFrame()
+        return FeatureBlocks(pd.DataFrame(), normalizer, window)
     train_end = [("date", "<=", split.train.end.to_pydatetime())]
-    return read_rows_table(features_dir, fit_columns(features), symbols, train_end)
+    return FeatureBlocks.read(features_dir, normalizer, window, fit_columns(normalizer.features), symbols, train_end)
 
 
 def collect_frame(shard) -> pd.DataFrame:
@@ -367,7 +366,7 @@ def train_fn_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from raycast.train.memory import release_free_memory
+    from raycast.memory import release_free_memory
     from raycast.train.timeline import WorkerMarks
 
     jobs = [TrainJob.model_validate(j) for j in config["jobs"]] if "jobs" in config else [TrainJob.model_validate(config)]
@@ -384,18 +383,14 @@ def train_fn_per_worker(config: dict) -> None:
         marks.mark("checkpoint restore", "checkpoint")
     normalizer, window = Normalizer.from_json(jobs[0].normalizer), jobs[0].window
     split, shard = Split.from_json(jobs[0].split), ray.train.get_dataset_shard("train")
-    features = normalizer.features
     if jobs[0].shard == "symbols":
-        train_frame = symbol_rows(jobs[0].features_dir, split, shard, features)
+        train_blocks = training_blocks(jobs[0].features_dir, split, shard, normalizer, window)
     else:
-        train_frame = collect_frame(shard)
-    marks.mark("shard pull", "data")
-    val_frame = validation_frame(jobs[0].features_dir, split, window, features)
-    marks.mark("validation read", "data")
-    train_blocks, val_blocks = FeatureBlocks(train_frame, normalizer, window), FeatureBlocks(val_frame, normalizer, window)
-    del train_frame, val_frame  # the blocks hold what the models need
+        train_blocks = FeatureBlocks(collect_frame(shard), normalizer, window)
+    marks.mark("training blocks", "data")  # the shard's symbols, then their rows
+    val_blocks = validation_blocks(jobs[0].features_dir, split, normalizer, window)
     release_free_memory()
-    marks.mark("feature blocks", "setup", write=True)
+    marks.mark("validation blocks", "data", write=True)
     finished: dict = state.get("finished", {}) if state else {}
     for job in jobs:
         if job.model in finished:

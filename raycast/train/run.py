@@ -17,7 +17,7 @@ from raycast import credentials, fs
 from raycast.config import RaycastConfig
 from raycast.features.normalize import Normalizer
 from raycast.features.splits import Period, Split
-from raycast.features.store import ROWS_DIR, FeatureBlocks, current_features_dir, load_meta, read_feature_frame
+from raycast.features.store import ROWS_DIR, FeatureBlocks, current_features_dir, load_meta
 from raycast.registry import HEAD, build_base, head_state, save_version
 from raycast.train.ensemble import StackingPeriods, base_outputs, fit_ensemble_head, stacking_periods
 from raycast.train.loop import cross_sectional_ic
@@ -50,8 +50,7 @@ def new_run_dir(storage: str) -> tuple[str, fs.Location]:
 def period_blocks(features_dir: fs.Location, split: Split, normalizer: Normalizer, window: int, start: pd.Timestamp) -> FeatureBlocks:
     """Feature rows from a little before ``start`` (so its first windows are complete) to the end."""
     lookback = start - pd.tseries.offsets.BDay(2 * window + 10)
-    frame = read_feature_frame(features_dir)
-    return FeatureBlocks(frame[frame["date"] >= lookback], normalizer, window)
+    return FeatureBlocks.read(features_dir, normalizer, window, filters=[("date", ">=", lookback.to_pydatetime())])
 
 
 def period_dates(features_dir: fs.Location, period: Period) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Where a training stage's seconds go: consecutive phases per trainer, written to the run directory.
 
 The driver times what it sees (the stage's own steps, each ``TorchTrainer.fit()`` call); each Ray Train worker
-of rank 0 records its own phases (shard pull, every epoch's training, validation and checkpoint) in a small JSON
+of rank 0 records its own phases (reading its rows, every epoch's training, validation and checkpoint) in a small JSON
 file next to the run's checkpoints, and the driver merges them into the trainer's span. Phases are consecutive:
 a trainer's phases add up to its ``fit()`` call, the stage's top-level phases to the stage's wall time.
 

@@ -1,7 +1,7 @@
-"""Keeping a training worker's resident memory close to what it holds.
+"""Keeping a process's resident memory close to what it holds.
 
-A worker reads its rows into Arrow buffers, builds the normalized matrix from them and drops them; then each
-base model's training steps allocate and free their activations. Freed memory does not leave the process by
+Reading feature blocks allocates and frees Arrow buffers and index arrays; a training worker then runs each
+base model's training steps, which allocate and free their activations. Freed memory does not leave the process by
 itself: Arrow's default allocator keeps what it freed for Arrow alone, and glibc's heap keeps freed pages for
 later allocations. Both would then sit under the next model's activations and raise the worker's peak: at 500
 symbols x 10 years, releasing them after the feature blocks are built left a worker at 1,057 MB instead of ~1,290.
