@@ -17,6 +17,10 @@ code of an earlier git revision, each in a fresh process on the same data and th
     rows (rows x features x 4 bytes). The worker's own timeline splits it: its peak once the feature blocks
     stand, beyond its peak when its train function started, is what the data steps cost; the rest is the
     training steps' activations, which depend on the batch and the models' widths, not on the rows.
+With ``--data-steps`` each side instead runs a training worker's data steps alone, in one process without Ray
+(all the training symbols in one worker, then the validation rows, into feature blocks): its peak resident
+memory beyond its start (Linux's high-water mark, reset once the code is imported) and what it holds after,
+against the float32 size of the training rows, and the seconds they take.
 Targets: stage wall / in-loop <= 1.5; one trainer's fixed cost <= 8 s; a worker's memory beyond an idle one
 <= 2 x the training rows.
 """
@@ -157,16 +161,86 @@ def child(args) -> None:
         "rows_float32": rows * len(meta.features) * 4,
         # the worker's own peak (its timeline) when its train function started and once its feature blocks stood
         "worker_start_mb": phase_peak(trained.timeline, "worker group start"),
-        "worker_blocks_mb": phase_peak(trained.timeline, "feature blocks"),
+        "worker_blocks_mb": phase_peak(trained.timeline, "validation blocks") or phase_peak(trained.timeline, "feature blocks"),
         "timeline": trained.timeline.table() if getattr(trained, "timeline", None) else None,
     }
     print("RESULT " + json.dumps(out), flush=True)
     ray.shutdown()
 
 
+class SymbolShard:
+    """What a worker's Ray Data shard of symbol names gives when iterated: one batch of them."""
+
+    def __init__(self, symbols: list[str]):
+        self.symbols = symbols
+
+    def iter_batches(self, **_):
+        import numpy as np
+
+        yield {"symbol": np.asarray(self.symbols, dtype=object)}
+
+
+def _status_mb(key: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS: resident now, VmHWM: its peak), in MB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key + ":"))
+
+
+def data_steps_child(args) -> None:
+    """One side of ``--data-steps``: a worker's reading steps in this process, whichever way its code does them."""
+    import raycast
+    import raycast.train.loop as loop
+    from raycast.features.store import FeatureBlocks, current_features_dir, load_meta, read_training_rows
+
+    try:
+        from raycast.memory import release_free_memory
+    except ImportError:  # the code before it moved out of raycast.train
+        from raycast.train.memory import release_free_memory
+
+    fdir = current_features_dir(args.storage)
+    meta = load_meta(fdir)
+    shard = SymbolShard(sorted(set(read_training_rows(fdir, meta.split, ["symbol"]).column("symbol").to_pylist())))
+    release_free_memory()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the high-water mark starts again from what the process holds now
+    start = _status_mb("VmRSS")
+    t0 = time.perf_counter()
+    if hasattr(loop, "training_blocks"):
+        train = loop.training_blocks(fdir, meta.split, shard, meta.normalizer, meta.window)
+        val = loop.validation_blocks(fdir, meta.split, meta.normalizer, meta.window)
+    else:  # the code before the blocks were read file by file: whole Arrow reads, then blocks from them
+        rows = loop.symbol_rows(fdir, meta.split, shard, meta.features)
+        val_rows = loop.validation_frame(fdir, meta.split, meta.window, meta.features)
+        train, val = FeatureBlocks(rows, meta.normalizer, meta.window), FeatureBlocks(val_rows, meta.normalizer, meta.window)
+        del rows, val_rows
+    release_free_memory()
+    out = {"code": str(Path(raycast.__file__).parents[1]), "data_s": time.perf_counter() - t0,
+           "data_peak_mb": _status_mb("VmHWM") - start, "data_held_mb": _status_mb("VmRSS") - start,
+           "train_rows": len(train), "val_rows": len(val),
+           "rows_float32": len(train) * len(meta.features) * 4}  # fmt: skip
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def data_steps_table(sides: dict[str, dict]) -> str:
+    mb = 2**20
+    first = next(iter(sides.values()))
+    rows = [("figure", *sides, "target"),
+            ("training rows (validation rows)", *(f"{s['train_rows']:,} ({s['val_rows']:,})" for s in sides.values()), ""),
+            ("training rows float32 MB", *(f"{s['rows_float32'] / mb:.1f}" for s in sides.values()), ""),
+            ("data steps s", *(f"{s['data_s']:.1f}" for s in sides.values()), ""),
+            ("peak beyond the start MB", *(f"{s['data_peak_mb']:.0f}" for s in sides.values()), ""),
+            ("peak beyond the start / training rows",
+             *(f"{s['data_peak_mb'] * mb / s['rows_float32']:.2f}" for s in sides.values()), "<= 2"),
+            ("held after (the blocks) / training rows",
+             *(f"{s['data_held_mb'] * mb / s['rows_float32']:.2f}" for s in sides.values()), "")]  # fmt: skip
+    assert all(s["train_rows"] == first["train_rows"] for s in sides.values()), "the sides read different rows"
+    return _markdown(rows)
+
+
 def run_side(code_root: Path, storage: str, args) -> dict:
     env = os.environ | {"PYTHONPATH": str(code_root), "RAY_TRAIN_V2_ENABLED": "1"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--storage", storage,
+           *(["--data-steps"] if args.data_steps else []),
            *(f"--{k}={getattr(args, k)}" for k in ("symbols", "days", "epochs", "steps", "batch", "cpus", "fits"))]  # fmt: skip
     proc = subprocess.run(cmd, env=env, cwd=code_root, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -191,6 +265,15 @@ def build_data(storage: str, args) -> None:
     ingest(cfg)
     build_features(cfg)
     ray.shutdown()
+
+
+def baseline_code(rev: str, tmp: Path) -> Path:
+    """The ``raycast`` package of git revision ``rev``, unpacked under ``tmp``."""
+    code = tmp / "baseline"
+    code.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "raycast"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+    return code
 
 
 def _fixed(side: dict) -> str:
@@ -221,6 +304,10 @@ def table(sides: dict[str, dict]) -> str:
     rows.append(("data steps: worker peak by its feature blocks, beyond its start / training rows",
                  *(f"{(s['worker_blocks_mb'] - s['worker_start_mb']) * mb / s['rows_float32']:.1f}"
                    if s.get("worker_blocks_mb") and s.get("worker_start_mb") else "" for s in sides.values()), ""))  # fmt: skip
+    return _markdown(rows)
+
+
+def _markdown(rows: list[tuple]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -238,24 +325,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--fits", type=int, default=3, help="one-trainer fits to time (the median is reported)")
     parser.add_argument("--storage", default=None, help="an existing store with features: skip building them")
+    parser.add_argument("--data-steps", action="store_true", help="measure a worker's data steps alone (no Ray)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args)
+        (data_steps_child if args.data_steps else child)(args)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
         storage = args.storage or str(Path(tmp, "store"))
         if not args.storage:
             build_data(storage, args)
+        if args.data_steps:
+            sides = {}
+            if args.baseline_rev:
+                sides[f"at {args.baseline_rev}"] = run_side(baseline_code(args.baseline_rev, Path(tmp)), storage, args)
+            sides["this checkout"] = run_side(REPO, storage, args)
+            print(f"a training worker's data steps, all the training symbols, no Ray; store: {storage}")
+            print(data_steps_table(sides))
+            return
         sides: dict[str, dict] = {}
         if args.baseline_rev:
-            code = Path(tmp, "baseline")
-            code.mkdir()
-            archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline_rev, "raycast"],
-                                     capture_output=True, check=True).stdout  # fmt: skip
-            subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
-            sides[f"at {args.baseline_rev}"] = run_side(code, storage, args)
+            sides[f"at {args.baseline_rev}"] = run_side(baseline_code(args.baseline_rev, Path(tmp)), storage, args)
         sides["this checkout"] = run_side(REPO, storage, args)
     print(f"{args.symbols} synthetic symbols x {args.days} days, {'/'.join(MODELS)} in turn, {args.epochs} epochs of "
           f"{args.steps} steps of {args.batch}, Ray with {args.cpus} CPUs")  # fmt: skip
