@@ -239,20 +239,23 @@ def _names(rows: pd.DataFrame | pa.Table) -> set[str]:
 def _keys(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
     """Every row's symbol code and date, the parts' rows one after another; the sorted symbol names; each part's
     row count. A code is a row's symbol's place among the names of all the parts."""
-    local = []
+    # each list starts with an empty array, so that no parts (or only empty ones) still give typed empty arrays
+    codes, names = [np.empty(0, dtype=np.int32)], [np.empty(0, dtype=object)]
+    dates = [np.empty(0, dtype="datetime64[ns]")]
     for load in parts:
         rows = load(["symbol", "date"])
-        column = _column_reader(rows)
-        if len(rows) == 0:
-            local.append((np.empty(0, dtype=np.int32), np.empty(0, dtype=object), np.empty(0, dtype="datetime64[ns]")))
-            continue
-        codes, names = _symbol_codes(rows)
-        local.append((codes, names, column("date").astype("datetime64[ns]", copy=False)))
-    names = np.unique(np.concatenate([n for _, n, _ in local])) if local else np.empty(0, dtype=object)
-    codes = [np.searchsorted(names, n).astype(np.int32)[c] for c, n, _ in local]
-    empty_codes, empty_dates = np.empty(0, dtype=np.int32), np.empty(0, dtype="datetime64[ns]")
-    return (np.concatenate(codes) if codes else empty_codes, np.concatenate([d for _, _, d in local]) if local else empty_dates,
-            names.astype(object), [len(c) for c in codes])  # fmt: skip
+        if len(rows):  # an empty pandas frame may lack the columns
+            part_codes, part_names = _symbol_codes(rows)
+            codes.append(part_codes)
+            names.append(part_names)
+            dates.append(_column_reader(rows)("date").astype("datetime64[ns]", copy=False))
+        else:
+            codes.append(codes[0])
+            names.append(names[0])
+    every_name = np.unique(np.concatenate(names))
+    # a part's codes point into its own names: map them into every part's names
+    codes = [np.searchsorted(every_name, n).astype(np.int32)[c] for c, n in zip(codes, names, strict=True)]
+    return np.concatenate(codes), np.concatenate(dates), every_name.astype(object), [len(c) for c in codes[1:]]
 
 
 def _column_reader(rows: pd.DataFrame | pa.Table):
