@@ -6,7 +6,8 @@ steps, models that keep the reference shapes at a width this CPU can train in mi
 ``raycast evaluate``'s split mode on its test period. Every IC is the mean per-date Pearson correlation with
 the tradable label over the same test rows; the oracle IC is the generator's (what the planted signal allows).
 A bad-tick universe, the strength-0.1 universe with a few x100 prints in the training period, ingested as a
-user's file, checks that training shrugs them off.
+user's file with ``ingest.quality.bad_ticks: flag`` (so that the prints reach the labels rather than being
+dropped at ingest, the default), checks that training shrugs them off.
 
     python benchmarks/bench_skill.py all [--quick] [--out skill.jsonl]   # every universe, then the table
     python benchmarks/bench_skill.py run --strength 0.1 --seed 0 [--bad-ticks] [--quick | --symbols N --days N] \
@@ -78,7 +79,10 @@ def config(root: Path, strength: float, seed: int, quick: bool, files: Path | No
     from raycast.config import parse_config, set_by_path
 
     universe = (size or universe_size(quick)) | {"signal_strength": strength, "seed": seed}
-    source = {"source": "files", "files": {"path": str(files)}} if files else {"source": "synthetic"}
+    # the bad prints are kept (flagged, not dropped at ingest) so that they reach the labels: what is measured is
+    # what they do to training
+    source = ({"source": "files", "files": {"path": str(files)}, "quality": {"bad_ticks": "flag"}} if files
+              else {"source": "synthetic"})  # fmt: skip
     train = TRAIN | ({"epochs": 3, "max_steps_per_epoch": 60} if quick else {}) | {"seed": seed}
     data = {
         "storage": str(root / "store"),

@@ -73,7 +73,8 @@ class QualityConfig(Strict):
     """What ingest does with the oddities of real histories. Each one is counted per symbol in the manifest.
 
     ``flag`` keeps the bars and counts them; ``cut`` drops the symbol's history up to and including the last
-    occurrence (the symbol restarts after it); ``adjust`` (splits only) scales the bars before a split by its ratio.
+    occurrence (the symbol restarts after it); ``adjust`` (splits only) scales the bars before a split by its ratio;
+    ``drop`` (bad ticks only) removes the bad bar itself.
     """
 
     # 10, not 5: exchange holidays (Lunar New Year, Golden Week) remove up to about 7 weekdays; a halt is longer
@@ -84,6 +85,15 @@ class QualityConfig(Strict):
     stale_days: int = Field(5, ge=2, description="consecutive bars with an unchanged close that make a stale stretch")
     stale: Literal["flag", "cut"] = "flag"
     splits: Literal["adjust", "cut", "flag"] = "adjust"
+    # drop by default: one bar a hundred times off poisons every indicator that looks back over it, and a real
+    # move of this size that undoes itself the next day is far rarer than a vendor's bad print
+    bad_ticks: Literal["drop", "cut", "flag"] = "drop"
+    bad_tick_ratio: float = Field(
+        5.0,
+        gt=1,
+        description="a close this many times above or below the bars on both sides of it (which agree within "
+        "half of that, in log terms) is a bad tick; so is a bar off by a split ratio that the next bar undoes",
+    )
     # no 5-for-4: a 20-25% day is far more common than that split (real Hong Kong bars showed several)
     split_ratios: list[float] = Field(
         [2, 3, 4, 5, 8, 10, 20, 1.5], description="split ratios looked for, each also as a reverse split"

@@ -521,16 +521,26 @@ def test_quality_policies_count_and_handle_every_planted_oddity(messy):
     assert rejected["reason"].tolist() == ["duplicate"] * e["duplicates"]
     assert set(e["odd_tickers"]) <= set(bars["symbol"])  # dots, dashes, suffixes and slashes are valid symbols
 
-    flagged, report = apply_quality_policies(bars, QualityConfig(splits="flag"))
+    flagged, report = apply_quality_policies(bars, QualityConfig(splits="flag", bad_ticks="flag"))
     assert flagged.equals(bars)  # flag changes nothing
     assert report["splits"]["symbols"] == {e["split"]: 1} and report["halts"]["symbols"] == {e["halted"]: 1}
     assert report["zero_volume"]["symbols"] == report["stale"]["symbols"] == {e["constant_stub"]: 1, e["stale"]: 1}
     assert report["splits"]["found"][0]["ratio"] == 2.0
+    assert report["bad_ticks"]["symbols"] == {e["bad_tick"]: 1}
+    (found,) = report["bad_ticks"]["found"]
+    assert found["symbol"] == e["bad_tick"] and found["date"] == e["bad_tick_date"]
+    assert found["close"] == pytest.approx(100 * found["previous_close"], rel=0.2)
+
+    # the default drops the bad bar itself, and nothing else
+    dropped, report = apply_quality_policies(bars, QualityConfig(splits="flag"))
+    gone = bars.merge(dropped, how="left", indicator=True).query("_merge == 'left_only'")
+    assert gone[["symbol", "date"]].astype(str).values.tolist() == [[e["bad_tick"], e["bad_tick_date"]]]
+    assert report["bad_ticks"]["rows_cut"] == 1 and report["bad_ticks"]["policy"] == "drop"
 
     def closes(frame, symbol):
         return frame.loc[frame["symbol"] == symbol, "close"].to_numpy()
 
-    adjusted, report = apply_quality_policies(bars, QualityConfig(splits="adjust"))
+    adjusted, report = apply_quality_policies(bars, QualityConfig(splits="adjust", bad_ticks="flag"))
     raw, fixed = closes(bars, e["split"]), closes(adjusted, e["split"])
     assert np.abs(np.diff(np.log(raw))).max() > np.log(1.9)  # the jump is there before...
     assert np.abs(np.diff(np.log(fixed))).max() < np.log(1.3)  # ...and gone after
@@ -539,9 +549,11 @@ def test_quality_policies_count_and_handle_every_planted_oddity(messy):
     np.testing.assert_allclose(fixed[: half - 1], raw[: half - 1] / 2.0)
     assert len(adjusted) == len(bars) and report["splits"]["rows_cut"] == 0
 
-    cut, report = apply_quality_policies(bars, QualityConfig(splits="cut", halts="cut", stale="cut"))
+    cut, report = apply_quality_policies(bars, QualityConfig(splits="cut", halts="cut", stale="cut", bad_ticks="cut"))
     removed = len(bars) - len(cut)
     assert removed == sum(entry["rows_cut"] for entry in report.values()) > 0  # every removed row is counted
+    misprinted = cut.loc[cut["symbol"] == e["bad_tick"], "date"]
+    assert misprinted.min() > pd.Timestamp(e["bad_tick_date"])  # the history starts after the bad bar
     halted = cut.loc[cut["symbol"] == e["halted"], "date"]
     assert np.busday_count(halted.to_numpy("datetime64[D]")[:-1], halted.to_numpy("datetime64[D]")[1:]).max() <= 1
 
@@ -565,6 +577,48 @@ def test_whole_frame_event_scan_finds_exactly_the_symbols_the_per_symbol_checks_
         per_symbol = {s for s, g in frame.groupby("symbol") if any(find_events(g.reset_index(drop=True), cfg).values())}
         assert _symbols_with_events(frame, cfg) == per_symbol
     assert _symbols_with_events(pair, cfg) == set() and len(_symbols_with_events(bars, cfg)) >= 4
+
+
+def test_a_bar_printed_off_is_a_bad_tick_and_a_real_move_or_split_is_not():
+    """One bar far off, the bars on both sides agreeing, is a bad tick; so is a bar off by a split ratio that the
+    next bar undoes (it would otherwise read as a split and its reversal). A jump that stays, a split, a big move
+    that half reverts and a bad bar at the very end (nothing to confirm it yet) are not."""
+    from raycast.config import QualityConfig
+    from raycast.data.quality import _symbols_with_events, apply_quality_policies, find_bad_ticks, find_splits
+
+    cfg = QualityConfig()
+    base = _bars("AAA", 40)
+
+    def closes(*changes):
+        bars = base.copy()
+        for index, factor in changes:
+            bars.loc[index, ["open", "high", "low", "close"]] *= factor
+        return bars
+
+    assert find_bad_ticks(closes((10, 100.0)), cfg) == [10]  # x100
+    assert find_bad_ticks(closes((10, 0.01)), cfg) == [10]  # /100
+    halved = closes((10, 0.5))  # a whole bar at half the price: gap 2:1 in, 1:2 out
+    assert find_bad_ticks(halved, cfg) == [10] and find_splits(halved, cfg) == []
+    assert find_bad_ticks(closes((10, 3.0)), cfg) == [10]  # x3: a split ratio, undone the next bar
+    assert find_bad_ticks(closes((10, 1.3)), cfg) == []  # +30% and back: a move (no split ratio, under 5x)
+    split = base.copy()  # a real 2-for-1 split at bar 10: the level stays
+    split.loc[:9, ["open", "high", "low", "close"]] *= 2.0
+    assert find_bad_ticks(split, cfg) == [] and find_splits(split, cfg) == [(10, 2.0)]
+    assert find_bad_ticks(closes((39, 100.0)), cfg) == []  # the last bar: nothing after it yet
+    moved = base.copy()
+    moved.loc[10:, ["open", "high", "low", "close"]] *= 6.0  # x6 then halfway back: a move, not a print
+    moved.loc[11:, ["open", "high", "low", "close"]] /= 2.5
+    assert find_bad_ticks(moved, cfg) == []
+    # two symbols side by side: the last bar of one, x100, between bars of the same level is no bad tick (the bar
+    # after it is another symbol's), not in the whole-frame scan either
+    after = base.assign(symbol="AAB")
+    after[["open", "high", "low", "close"]] += 38.0  # starts where AAA's last good bar stands
+    pair, _ = validate_bars(pd.concat([closes((39, 100.0)), after]), "pair")
+    _, report = apply_quality_policies(pair, cfg)
+    assert report["bad_ticks"]["events"] == 0 and _symbols_with_events(pair, cfg) == set()
+    one, _ = validate_bars(closes((10, 100.0)), "one")
+    out, report = apply_quality_policies(one, cfg)
+    assert len(out) == 39 and one["date"].iloc[10] not in set(out["date"]) and report["bad_ticks"]["rows_cut"] == 1
 
 
 def test_split_detector_finds_nothing_in_an_ordinary_universe(universe_02):
@@ -761,6 +815,40 @@ def test_append_adjusts_a_split_in_the_new_bars_and_counts_it_once(tmp_path):
     nxt.to_csv(tmp_path / "next.csv", index=False)
     append_bars(_cfg(storage), str(tmp_path / "next.csv"))
     assert read_manifest(str(storage))["quality"]["splits"]["events"] == 1
+
+
+def test_append_drops_a_bad_tick_once_the_next_bar_confirms_it(tmp_path):
+    """A bar printed x100 on the last day of an append cannot be told from a real move yet; the next append's bar
+    confirms it, and it is dropped from the stored history and counted once: the store then equals one ingest of
+    all the bars."""
+    from raycast.data.ingest import append_bars
+
+    _, head, tail = _universe_csvs(tmp_path)
+    days = pd.read_csv(tail, dtype=str)
+    dates = sorted(days["date"].unique())
+    tick = (days["symbol"] == "SYN001") & (days["date"] == dates[1])
+    for col in ("open", "high", "low", "close"):
+        days.loc[tick, col] = (days.loc[tick, col].astype(float) * 100).astype(str)
+    days[days["date"] <= dates[1]].to_csv(tmp_path / "first.csv", index=False)
+    days[days["date"] > dates[1]].to_csv(tmp_path / "rest.csv", index=False)
+    storage = tmp_path / "store"
+    ingest(_cfg(storage, source="files", files={"path": str(head)}))
+    append_bars(_cfg(storage), str(tmp_path / "first.csv"))
+    assert read_manifest(str(storage))["quality"]["bad_ticks"]["events"] == 0  # nothing after it yet
+    assert pd.Timestamp(dates[1]) in set(read_bars(str(storage), ["SYN001"])["date"])
+
+    out = append_bars(_cfg(storage), str(tmp_path / "rest.csv"))
+    manifest = read_manifest(str(storage))
+    assert manifest["quality"]["bad_ticks"]["symbols"] == {"SYN001": 1} and "1 bad ticks dropped" in out["quality"]
+    assert [(f["symbol"], f["date"]) for f in manifest["quality"]["bad_ticks"]["found"]] == [("SYN001", dates[1])]
+    stored = read_bars(str(storage), ["SYN001"])
+    assert pd.Timestamp(dates[1]) not in set(stored["date"])
+    assert np.abs(np.diff(np.log(stored["close"].to_numpy()))).max() < np.log(2)
+
+    pd.concat([pd.read_csv(head, dtype=str), days]).to_csv(tmp_path / "all.csv", index=False)
+    full = ingest(_cfg(tmp_path / "full", source="files", files={"path": str(tmp_path / "all.csv")}))
+    pd.testing.assert_frame_equal(read_bars(str(storage)), read_bars(str(tmp_path / "full")))
+    assert manifest["content_hash"] == full["content_hash"] and full["quality"]["bad_ticks"]["events"] == 1
 
 
 def test_cli_append(tmp_path):

@@ -1,9 +1,9 @@
 """A messy universe through every stage: ingest, features, train, evaluate, serve over HTTP, and the signal file.
 
 The universe (``raycast.data.messy``) holds what real vendor files do: late listings, delistings, a halt, short
-histories, an unadjusted split, a constant stub, a stale stretch, tickers with dots, dashes, suffixes and a slash,
-duplicated and shuffled rows. No stage may fail on it, every oddity is counted, every surviving symbol is
-predictable, and a skipped one is refused with its reason.
+histories, an unadjusted split, a bad tick, a constant stub, a stale stretch, tickers with dots, dashes, suffixes
+and a slash, duplicated and shuffled rows. No stage may fail on it, every oddity is counted, every surviving symbol
+is predictable, and a skipped one is refused with its reason.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def test_every_oddity_is_counted(messy_run):
     quality = manifest["quality"]
     assert quality["splits"]["symbols"] == {expected["split"]: 1}
     assert quality["halts"]["symbols"] == {expected["halted"]: 1}
+    assert quality["bad_ticks"]["symbols"] == {expected["bad_tick"]: 1} and quality["bad_ticks"]["rows_cut"] == 1
     assert set(quality["stale"]["symbols"]) == {expected["constant_stub"], expected["stale"]}
     assert features["skipped_counts"] == {"too few bars": 2, "no complete feature row": 1}
     assert features["n_symbols"] == 16 - 3

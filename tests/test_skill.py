@@ -49,7 +49,8 @@ def _features(tmp_path, bars: pd.DataFrame, **train):
     bars.to_parquet(path)
     cfg = small_config(
         tmp_path,
-        ingest={"source": "files", "files": {"path": str(path)}},
+        # bad ticks flagged, not dropped at ingest: they must reach the labels for this test to mean anything
+        ingest={"source": "files", "files": {"path": str(path)}, "quality": {"bad_ticks": "flag"}},
         # robust feature scaling, so that the bad prints do not also squash every return feature: what is tested
         # here is what the labels do to training
         features={"normalization": "robust"},

@@ -226,5 +226,6 @@ def _merge_quality(previous: dict | None, fresh: dict) -> dict:
             "symbols": dict(sorted(symbols.items())),
             "rows_cut": int(before.get("rows_cut", 0)) + now["rows_cut"],
         }
-    out["splits"]["found"] = list((previous or {}).get("splits", {}).get("found", [])) + fresh["splits"]["found"]
+    for check in ("splits", "bad_ticks"):  # the ones listed one by one
+        out[check]["found"] = list((previous or {}).get(check, {}).get("found", [])) + fresh[check]["found"]
     return out

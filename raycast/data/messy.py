@@ -1,7 +1,7 @@
 """A messy universe: a synthetic one with what real vendor files hold, each oddity planted on a known symbol.
 
-Late listings, delistings, a halt, histories too short to featurize, an unadjusted split, a constant-price stub,
-a stale stretch with no volume, tickers with dots, dashes, suffixes and slashes, duplicated rows and rows out of
+Late listings, delistings, a halt, histories too short to featurize, an unadjusted split, a bad tick (one bar
+printed a hundred times too high), a constant-price stub, a stale stretch with no volume, tickers with dots, dashes, suffixes and slashes, duplicated rows and rows out of
 order. ``expected`` says which symbol carries which oddity, so a test can check that every stage counts and
 handles each one; ``ingest.synthetic.messy: true`` ingests it like any synthetic universe.
 """
@@ -20,6 +20,7 @@ ODD_TICKERS = ("BRK.B", "BF-B", "0700.HK", "RDS/A")
 SHORT_BARS = 40  # well under any window's warm-up: skipped by the feature stage
 HALT_DAYS = 12
 SPLIT_RATIO = 2.0
+BAD_TICK = 100.0
 DUPLICATES = 5
 
 
@@ -31,9 +32,9 @@ class MessyUniverse:
 
 
 def make_messy(cfg: SyntheticConfig, label_delay: int = 1) -> MessyUniverse:
-    """The universe of ``cfg`` (at least 12 symbols) with the oddities in the module docstring planted."""
-    if cfg.n_symbols < 12:
-        raise ValueError(f"a messy universe needs at least 12 symbols to plant its oddities on, not {cfg.n_symbols}")
+    """The universe of ``cfg`` (at least 13 symbols) with the oddities in the module docstring planted."""
+    if cfg.n_symbols < 13:
+        raise ValueError(f"a messy universe needs at least 13 symbols to plant its oddities on, not {cfg.n_symbols}")
     universe = generate_synthetic(cfg, label_delay)
     bars = universe.bars.copy()
     rng = np.random.default_rng(cfg.seed + 1)
@@ -41,7 +42,7 @@ def make_messy(cfg: SyntheticConfig, label_delay: int = 1) -> MessyUniverse:
     n = len(dates)
     symbols = sorted(bars["symbol"].unique())
     rename = dict(zip(symbols[:4], ODD_TICKERS, strict=True))
-    late, delisted, halted, split, stub, stale, short_a, short_b = symbols[4:12]
+    late, delisted, halted, split, stub, stale, short_a, short_b, misprinted = symbols[4:13]
     by_symbol = bars["symbol"]
 
     drop = np.zeros(len(bars), dtype=bool)
@@ -57,6 +58,9 @@ def make_messy(cfg: SyntheticConfig, label_delay: int = 1) -> MessyUniverse:
     before = (bars["symbol"] == split) & (bars["date"] < dates[n // 2])
     bars.loc[before, ["open", "high", "low", "close"]] *= SPLIT_RATIO
     bars.loc[before, "volume"] /= SPLIT_RATIO
+    # A bad tick: one bar, 30% of the way in, printed a hundred times too high.
+    tick = (bars["symbol"] == misprinted) & (bars["date"] == dates[int(n * 0.3)])
+    bars.loc[tick, ["open", "high", "low", "close"]] *= BAD_TICK
     # A constant stub: one price and no trades for its whole history. Nothing can be computed from it.
     is_stub = bars["symbol"] == stub
     bars.loc[is_stub, ["open", "high", "low", "close"]] = 10.0
@@ -78,6 +82,8 @@ def make_messy(cfg: SyntheticConfig, label_delay: int = 1) -> MessyUniverse:
         "delisted": delisted,
         "halted": halted,
         "split": split,
+        "bad_tick": misprinted,
+        "bad_tick_date": str(pd.Timestamp(dates[int(n * 0.3)]).date()),
         "constant_stub": stub,
         "stale": stale,
         "too_few_bars": [short_a, short_b],

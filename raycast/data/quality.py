@@ -7,6 +7,11 @@ Validation (``raycast.data.validate``) judges one row at a time; these checks ne
   the earlier prices by the ratio (and multiplies their volume), ``cut`` starts the history at the split, ``flag``
   only counts it. A real crash that happens to halve a price overnight looks the same; ``flag`` is there for
   vendors whose files are already adjusted.
+* ``bad_ticks``: one bar printed far off: its close ``bad_tick_ratio`` times (5 by default) above or below the
+  closes on both sides, which agree with each other within half of that (in log terms); or a bar whose overnight
+  gap matches a split ratio that the next bar's gap undoes (a split is never reversed the next day). ``drop``
+  removes the bar, ``cut`` starts the history after it, ``flag`` only counts it. A bad bar at the end of a history
+  cannot be told from a real move until the next bar comes; an append finds it then.
 * ``halts``: ``halt_days`` or more business days missing between two bars. Features run on over a halt (an
   indicator sees bar after bar); labels that span one are dropped by the feature stage
   (``features.max_label_gap_days``).
@@ -15,7 +20,7 @@ Validation (``raycast.data.validate``) judges one row at a time; these checks ne
 
 ``flag`` keeps the bars; ``cut`` drops the history up to the end of the last occurrence, so the symbol restarts
 after it. Every occurrence is counted per symbol in the market manifest's ``quality`` section, with the rows a
-policy removed, so nothing disappears unaccounted.
+policy removed (splits and bad ticks are listed one by one), so nothing disappears unaccounted.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import pandas as pd
 from raycast.config import QualityConfig
 from raycast.data.schema import PRICE_COLUMNS, canonical_bars
 
-CHECKS = ("splits", "halts", "zero_volume", "stale")
+CHECKS = ("splits", "bad_ticks", "halts", "zero_volume", "stale")
 
 
 def _run_ends(mask: np.ndarray, min_length: int) -> np.ndarray:
@@ -36,19 +41,61 @@ def _run_ends(mask: np.ndarray, min_length: int) -> np.ndarray:
     return ends[ends - starts >= min_length]
 
 
+def _split_gaps(bars: pd.DataFrame, cfg: QualityConfig, first: np.ndarray) -> np.ndarray:
+    """Per bar, the split ratio its overnight gap from the bar before matches (old price / new price), 0 where none
+    or where the bar starts its symbol (``first``)."""
+    close, open_ = bars["close"].to_numpy(), bars["open"].to_numpy()
+    matched = np.zeros(len(close))
+    if len(close) < 2:
+        return matched
+    ratios = np.array(sorted({*cfg.split_ratios, *(1.0 / r for r in cfg.split_ratios)}))
+    by_close, by_open = close[:-1] / close[1:], close[:-1] / open_[1:]
+    nearest = ratios[np.abs(np.log(by_open)[:, None] - np.log(ratios)[None, :]).argmin(axis=1)]
+    hit = (np.abs(by_open / nearest - 1) < cfg.split_tolerance) & (np.abs(by_close / nearest - 1) < 4 * cfg.split_tolerance)
+    matched[1:] = np.where(hit & ~first[1:], nearest, 0.0)
+    return matched
+
+
+def _splits_and_bad_ticks(bars: pd.DataFrame, cfg: QualityConfig, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Of sorted bars whose symbols begin where ``first`` is True: each bar's split ratio (0 where it starts no
+    split) and whether it is a bad tick."""
+    matched = _split_gaps(bars, cfg, first)
+    # a gap that the next bar's gap undoes is one bar printed off by that ratio, not a split and its reversal
+    undone = (matched[:-1] > 0) & np.isclose(matched[:-1] * matched[1:], 1.0)
+    splits = matched.copy()
+    splits[:-1][undone] = 0.0
+    splits[1:][undone] = 0.0
+    bad = np.zeros(len(matched), dtype=bool)
+    bad[:-1] = undone
+    close = bars["close"].to_numpy()
+    if len(close) >= 3:
+        jump = np.log(cfg.bad_tick_ratio)
+        step = np.diff(np.log(close))
+        up, down = step[:-1], step[1:]  # into bar i from the one before, out of it to the one after
+        inside = ~first[1:-1] & ~first[2:]  # both neighbours belong to the bar's symbol
+        spike = (np.abs(up) >= jump) & (np.abs(down) >= jump) & (np.abs(up + down) <= jump / 2)
+        bad[1:-1] |= spike & inside
+    return splits, bad
+
+
+def _first_of(bars: pd.DataFrame) -> np.ndarray:
+    """One symbol's sorted bars: only the first begins it."""
+    return np.arange(len(bars)) == 0
+
+
 def find_splits(bars: pd.DataFrame, cfg: QualityConfig) -> list[tuple[int, float]]:
     """(bar index of the first post-split bar, ratio) for each unadjusted split in one symbol's sorted bars.
 
     The ratio is old price / new price: 2.0 for a 2-for-1 split, 0.1 for a 1-for-10 reverse split.
     """
-    close, open_ = bars["close"].to_numpy(), bars["open"].to_numpy()
-    if len(close) < 2:
-        return []
-    ratios = np.array(sorted({*cfg.split_ratios, *(1.0 / r for r in cfg.split_ratios)}))
-    by_close, by_open = close[:-1] / close[1:], close[:-1] / open_[1:]
-    nearest = ratios[np.abs(np.log(by_open)[:, None] - np.log(ratios)[None, :]).argmin(axis=1)]
-    hit = (np.abs(by_open / nearest - 1) < cfg.split_tolerance) & (np.abs(by_close / nearest - 1) < 4 * cfg.split_tolerance)
-    return [(int(i) + 1, float(nearest[i])) for i in np.flatnonzero(hit)]
+    splits, _ = _splits_and_bad_ticks(bars, cfg, _first_of(bars))
+    return [(int(i), float(splits[i])) for i in np.flatnonzero(splits)]
+
+
+def find_bad_ticks(bars: pd.DataFrame, cfg: QualityConfig) -> list[int]:
+    """Bar indices of the bad ticks in one symbol's sorted bars."""
+    _, bad = _splits_and_bad_ticks(bars, cfg, _first_of(bars))
+    return np.flatnonzero(bad).tolist()
 
 
 def find_events(bars: pd.DataFrame, cfg: QualityConfig) -> dict[str, list[int]]:
@@ -59,6 +106,7 @@ def find_events(bars: pd.DataFrame, cfg: QualityConfig) -> dict[str, list[int]]:
     unchanged = np.r_[False, close[1:] == close[:-1]]
     return {
         "splits": [i for i, _ in find_splits(bars, cfg)],
+        "bad_ticks": [i + 1 for i in find_bad_ticks(bars, cfg)],
         "halts": (np.flatnonzero(missing >= cfg.halt_days) + 1).tolist(),
         "zero_volume": _run_ends(bars["volume"].to_numpy() == 0, cfg.zero_volume_days).tolist(),
         # a run of k unchanged closes is k + 1 bars at one price
@@ -92,8 +140,8 @@ def _symbols_with_events(bars: pd.DataFrame, cfg: QualityConfig) -> set[str]:
     if not len(symbol):
         return set()
     first = np.r_[True, symbol[1:] != symbol[:-1]]
-    hit = np.zeros(len(symbol), dtype=bool)
-    hit[[i for i, _ in find_splits(bars, cfg)]] = True
+    splits, bad = _splits_and_bad_ticks(bars, cfg, first)
+    hit = (splits > 0) | bad
     days = bars["date"].to_numpy("datetime64[D]")
     hit[1:] |= np.busday_count(days[:-1], days[1:]) - 1 >= cfg.halt_days
     hit &= ~first  # a pair of bars across two symbols is no event
@@ -110,14 +158,16 @@ def apply_quality_policies(
     """Canonical bars with the configured policies applied, and the report for the manifest.
 
     The report has, per check: ``policy``, ``events`` (occurrences), ``symbols`` ({symbol: occurrences}),
-    ``rows_cut`` (bars a ``cut`` removed); splits also list ``{symbol, date, ratio}``.
+    ``rows_cut`` (bars the policy removed: a ``cut``'s history, a ``drop``'s bars); splits also list ``{symbol,
+    date, ratio}`` and bad ticks ``{symbol, date, close, previous_close}`` under ``found``.
 
     ``since`` (an append: each symbol's stored history joined with its new bars) counts only the occurrences that
     end on or after the symbol's first new bar; earlier ones were counted when those bars were ingested.
     """
-    policy = {"splits": cfg.splits, "halts": cfg.halts, "zero_volume": cfg.zero_volume, "stale": cfg.stale}
+    policy = {"splits": cfg.splits, "bad_ticks": cfg.bad_ticks, "halts": cfg.halts, "zero_volume": cfg.zero_volume,
+              "stale": cfg.stale}  # fmt: skip
     report = {c: {"policy": policy[c], "events": 0, "symbols": {}, "rows_cut": 0} for c in CHECKS}
-    report["splits"]["found"] = []
+    report["splits"]["found"], report["bad_ticks"]["found"] = [], []
     bars = canonical_bars(bars, check=False)
     suspects = _symbols_with_events(bars, cfg)
     to_check = bars["symbol"].isin(suspects).to_numpy()
@@ -125,15 +175,23 @@ def apply_quality_policies(
     for symbol, group in bars[to_check].groupby("symbol", sort=True):
         group = group.reset_index(drop=True)
         first_new = 0 if since is None or symbol not in since else int(group["date"].searchsorted(since[symbol]))
-        splits = find_splits(group, cfg)
+        splits, bad = find_splits(group, cfg), find_bad_ticks(group, cfg)
+        date, close = group["date"], group["close"].to_numpy()
         report["splits"]["found"] += [
-            {"symbol": str(symbol), "date": str(group["date"].iloc[i].date()), "ratio": round(r, 4)}
+            {"symbol": str(symbol), "date": str(date.iloc[i].date()), "ratio": round(r, 4)}
             for i, r in splits
             if i >= first_new
         ]
+        report["bad_ticks"]["found"] += [
+            {"symbol": str(symbol), "date": str(date.iloc[i].date()), "close": float(close[i]),
+             "previous_close": float(close[i - 1])}  # fmt: skip
+            for i in bad
+            if i + 1 >= first_new
+        ]
         if splits and cfg.splits == "adjust":
             group = _adjust_splits(group, splits)
-        events = find_events(group, cfg) | {"splits": [i for i, _ in splits]}  # found before any adjustment
+        # both found before any adjustment (which leaves the bars where they are)
+        events = find_events(group, cfg) | {"splits": [i for i, _ in splits], "bad_ticks": [i + 1 for i in bad]}
         start = 0
         for check, ends in events.items():
             if not ends:
@@ -146,16 +204,23 @@ def apply_quality_policies(
             if policy[check] == "cut" and ends[-1] > start:
                 entry["rows_cut"] += ends[-1] - start
                 start = ends[-1]
-        parts.append(group.iloc[start:])
+        keep = np.arange(len(group)) >= start
+        if cfg.bad_ticks == "drop":
+            dropped = [i for i in bad if i >= start]
+            keep[dropped] = False
+            report["bad_ticks"]["rows_cut"] += len(dropped)
+        parts.append(group[keep])
     return canonical_bars(pd.concat(parts, ignore_index=True), check=False), report
 
 
 def quality_summary(report: dict) -> str:
     """One line for the console: ``quality: 3 splits adjusted (2 symbols), 5 halts flagged (4 symbols), ...``."""
-    done = {"flag": "flagged", "cut": "cut", "adjust": "adjusted"}
+    done = {"flag": "flagged", "cut": "cut", "adjust": "adjusted", "drop": "dropped"}
+    name = {"bad_ticks": "bad ticks"}
     parts = [
-        f"{entry['events']} {check.replace('_', '-')} {done[entry['policy']]} ({len(entry['symbols'])} symbols)"
-        + (f", {entry['rows_cut']} rows cut" if entry["rows_cut"] else "")
+        f"{entry['events']} {name.get(check, check.replace('_', '-'))} {done[entry['policy']]} "
+        f"({len(entry['symbols'])} symbols)"
+        + (f", {entry['rows_cut']} rows cut" if entry["rows_cut"] and entry["policy"] == "cut" else "")
         for check, entry in report.items()
         if entry["events"]
     ]
