@@ -704,7 +704,7 @@ def test_raycast_evaluate_reports_walk_forward_by_default(ray_session, tmp_path)
     for needle in ("## Walk-forward", "## Tradable universe", "stitched", "### Cost sensitivity",
                    "## Baseline training", "equity_curves.png", "Walk-forward wall time",
                    "## Ensemble against its best member", "| overall |", "## Skill against noise (the folds'",
-                   "- ensemble: test IC"):
+                   "- ensemble: test IC", "- Market data version v-", "- History checks at ingest: nothing to report."):
         assert needle in text, needle
     # a strong planted signal on 12 names is too good to be true for equities, and the report says so and why
     assert "> **Warning" in text and "A planted signal" in text and "(tiny)" in text

@@ -53,10 +53,16 @@ def test_every_oddity_is_counted(messy_run):
 def test_evaluate_runs_on_the_surviving_symbols(messy_run):
     from raycast.evaluate.evaluate import evaluate_version
 
-    cfg, _, _ = messy_run
+    cfg, manifest, _ = messy_run
     report = evaluate_version(cfg)
     text = report.read_text()
     assert "ensemble" in text and "ridge" in text
+    # the report says what ingest and the feature stage did to the data it scores
+    expected = manifest["synthetic"]["messy"]
+    assert f"bars.\n- Rows rejected at ingest: {expected['duplicates']} (duplicate {expected['duplicates']})." in text
+    assert "1 bad ticks dropped (1 symbols)" in text and "1 splits adjusted (1 symbols)" in text
+    assert f"- Bad ticks: {expected['bad_tick']} {expected['bad_tick_date']} (" in text
+    assert "- Symbols the feature stage skipped: 3 (too few bars 2, no complete feature row 1)." in text
 
 
 def test_served_and_signal_file_cover_every_surviving_symbol(messy_run, tmp_path):

@@ -182,16 +182,47 @@ def fit_ridge_baseline(blocks: FeatureBlocks, split: Split, alpha: float):
     return fit_ridge(blocks.x[ends], blocks.y[ends], alpha)
 
 
-def _synthetic_info(storage: str, market_version: str | None) -> dict | None:
-    """The generator's record (oracle IC and settings) when the market data a model saw is a synthetic universe."""
+def _market_manifest(storage: str, market_version: str | None) -> dict | None:
+    """The manifest of the market data version a model was trained on (None when unknown or since pruned)."""
     from raycast.data.store import MANIFEST, market_dir
 
     if not market_version:
         return None
-    manifest = fs.join(market_dir(storage), market_version, MANIFEST)  # the data the model was trained on
-    if not fs.is_file(manifest):
-        return None
-    return json.loads(fs.read_text(manifest)).get("synthetic") or None
+    manifest = fs.join(market_dir(storage), market_version, MANIFEST)
+    return json.loads(fs.read_text(manifest)) if fs.is_file(manifest) else None
+
+
+def _synthetic_info(market: dict | None) -> dict | None:
+    """The generator's record (oracle IC and settings) when the market data a model saw is a synthetic universe."""
+    return (market or {}).get("synthetic") or None
+
+
+def data_lineage(market: dict | None, features_meta: dict) -> list[str]:
+    """What the report says of where its rows came from, so that a reader can ask "could I have traded that?" of
+    the data too: the market version, the rows ingest rejected, what its quality checks found and did (split
+    adjustments, dropped bad ticks, halts), and the symbols the feature stage skipped."""
+    from raycast.data.quality import quality_summary
+
+    version = features_meta.get("market_version")
+    if market is None:
+        return [f"Market data version {version}: its manifest is gone, so what ingest did is not shown."] * bool(version)
+    lines = [f"Market data version {version}: {market.get('n_symbols', '?')} symbols, {market.get('rows', 0):,} bars."]
+    rejected = market.get("rejected") or {}
+    if rejected:
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(rejected.items(), key=lambda kv: -kv[1]))
+        lines.append(f"Rows rejected at ingest: {market.get('rejected_total', sum(rejected.values())):,} ({reasons}).")
+    if market.get("quality"):
+        lines.append(f"History checks at ingest: {quality_summary(market['quality']).removeprefix('quality: ')}.")
+        found = market["quality"].get("bad_ticks", {}).get("found", [])
+        if found:
+            shown = ", ".join(f"{f['symbol']} {f['date']} ({f['close']:.4g} after {f['previous_close']:.4g})"
+                              for f in found[:5])  # fmt: skip
+            lines.append(f"Bad ticks: {shown}" + (f" and {len(found) - 5} more." if len(found) > 5 else "."))
+    skipped = features_meta.get("skipped_counts") or {}
+    if skipped:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
+        lines.append(f"Symbols the feature stage skipped: {sum(skipped.values())} ({reasons}).")
+    return lines
 
 
 def _backtest_terms(cfg: RaycastConfig, checks: Scrutiny) -> dict:
@@ -256,7 +287,8 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
     test["tradable"] = universe.mask
     val_metrics, test_metrics = summarize(val_tradable, names), summarize(test_tradable, names)
     backtests = run_backtests(cfg, test_tradable, names, horizon)
-    synthetic = _synthetic_info(cfg.storage, spec["features"].get("market_version"))
+    market = _market_manifest(cfg.storage, spec["features"].get("market_version"))  # the data the model saw
+    synthetic = _synthetic_info(market)
     context = _run_context(cfg, meta.raw, synthetic, universe.unchecked)
     checks = scrutinize(cfg, test_tradable, test_metrics, backtests, horizon, context)
     significance, reading = against_noise(test_tradable, names, list(predictor.bases), backtests, horizon)
@@ -283,6 +315,7 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
                 test_predictions=test_tradable[["symbol", "date", "target", *names]],
                 data_range=(str(blocks.dates.min())[:10], str(blocks.dates.max())[:10]),
                 splits={k: f"{v['start']} .. {v['end']}" for k, v in spec["split"].items()},
+                lineage=data_lineage(market, meta.raw),
                 canary=_canary(synthetic, ensemble_ic),
                 significance=significance,
                 verdict=reading,
@@ -423,7 +456,8 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
     table = aggregate_folds(summaries)
     stitched = pd.concat(tested, ignore_index=True)
     backtests = run_backtests(cfg, stitched, predictors, meta.horizon)
-    synthetic = _synthetic_info(cfg.storage, meta.raw.get("market_version"))
+    market = _market_manifest(cfg.storage, meta.raw.get("market_version"))
+    synthetic = _synthetic_info(market)
     context = _run_context(cfg, meta.raw, synthetic, unchecked)
     fold_ic = table[["ic_mean", "rank_ic_mean"]].rename(columns={"ic_mean": "ic", "rank_ic_mean": "rank_ic"})
     checks = scrutinize(cfg, stitched, fold_ic, backtests, meta.horizon, context)
@@ -440,6 +474,7 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
                 data_range=(str(frame["date"].min())[:10], str(frame["date"].max())[:10]),
                 splits={f"fold {k} {p}": f"{v.start.date()} .. {v.end.date()}"
                         for k, f in enumerate(folds) for p, v in f.periods().items()},  # fmt: skip
+                lineage=data_lineage(market, meta.raw),
                 universe=universe,
                 universe_rule=universe_rule(cfg),
                 walk_forward=table,

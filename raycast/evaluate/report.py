@@ -56,7 +56,8 @@ class ReportInputs:
     - ``test_predictions``: a predictions frame; gives the rolling IC plot for ``ic_predictors`` (default: every
       float column other than ``target``)
     - ``data_range``: (first date, last date) of the data; ``splits``: name -> text, e.g.
-      ``{"train": "2015-01-02 .. 2017-06-30", ...}``
+      ``{"train": "2015-01-02 .. 2017-06-30", ...}``; ``lineage``: lines on where the rows came from (what ingest
+      rejected and its history checks did, what the feature stage skipped), listed under them
     - ``canary``: one line on the planted-signal sanity check, shown verbatim
     - ``significance``: an :func:`~raycast.evaluate.significance.ic_against_noise` frame, read in words by
       ``verdict`` (:func:`~raycast.evaluate.significance.verdict` lines); ``significance_period`` names what
@@ -89,6 +90,7 @@ class ReportInputs:
     rolling_days: int = 21
     data_range: tuple[Any, Any] | None = None
     splits: Mapping[str, str] | None = None
+    lineage: list[str] | None = None
     canary: str | None = None
     significance: pd.DataFrame | None = None
     verdict: list[str] = field(default_factory=list)
@@ -245,6 +247,8 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
             split_table = pd.DataFrame({"period": list(s.splits.values())}, index=list(s.splits.keys()))
             split_table.index.name = "split"
             md += [markdown_table(split_table), ""]
+        if s.lineage:
+            md += [*(f"- {line}" for line in s.lineage), ""]
     if s.canary:
         md += [f"**Canary:** {s.canary}", ""]
     if s.significance is not None and len(s.significance):
