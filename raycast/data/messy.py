@@ -1,9 +1,10 @@
 """A messy universe: a synthetic one with what real vendor files hold, each oddity planted on a known symbol.
 
 Late listings, delistings, a halt, histories too short to featurize, an unadjusted split, a bad tick (one bar
-printed a hundred times too high), a constant-price stub, a stale stretch with no volume, tickers with dots, dashes, suffixes and slashes, duplicated rows and rows out of
-order. ``expected`` says which symbol carries which oddity, so a test can check that every stage counts and
-handles each one; ``ingest.synthetic.messy: true`` ingests it like any synthetic universe.
+printed a hundred times too high), a constant-price stub, a stale stretch with no volume, tickers with dots,
+dashes, suffixes and slashes, duplicated rows and rows out of order. ``expected`` says which symbol carries which
+oddity, so a test can check that every stage counts and handles each one; ``ingest.synthetic.messy: true``
+ingests it like any synthetic universe.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def make_messy(cfg: SyntheticConfig, label_delay: int = 1) -> MessyUniverse:
     bars.loc[before, ["open", "high", "low", "close"]] *= SPLIT_RATIO
     bars.loc[before, "volume"] /= SPLIT_RATIO
     # A bad tick: one bar, 30% of the way in, printed a hundred times too high.
-    tick = (bars["symbol"] == misprinted) & (bars["date"] == dates[int(n * 0.3)])
+    tick_day = dates[int(n * 0.3)]
+    tick = (bars["symbol"] == misprinted) & (bars["date"] == tick_day)
     bars.loc[tick, ["open", "high", "low", "close"]] *= BAD_TICK
     # A constant stub: one price and no trades for its whole history. Nothing can be computed from it.
     is_stub = bars["symbol"] == stub
@@ -83,7 +85,7 @@ def make_messy(cfg: SyntheticConfig, label_delay: int = 1) -> MessyUniverse:
         "halted": halted,
         "split": split,
         "bad_tick": misprinted,
-        "bad_tick_date": str(pd.Timestamp(dates[int(n * 0.3)]).date()),
+        "bad_tick_date": str(pd.Timestamp(tick_day).date()),
         "constant_stub": stub,
         "stale": stale,
         "too_few_bars": [short_a, short_b],

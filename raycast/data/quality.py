@@ -100,13 +100,20 @@ def find_bad_ticks(bars: pd.DataFrame, cfg: QualityConfig) -> list[int]:
 
 def find_events(bars: pd.DataFrame, cfg: QualityConfig) -> dict[str, list[int]]:
     """Per check, the bar index each occurrence ends at (the first bar a ``cut`` keeps)."""
+    return {
+        "splits": [i for i, _ in find_splits(bars, cfg)],
+        "bad_ticks": [i + 1 for i in find_bad_ticks(bars, cfg)],
+        **_gaps_and_streaks(bars, cfg),
+    }
+
+
+def _gaps_and_streaks(bars: pd.DataFrame, cfg: QualityConfig) -> dict[str, list[int]]:
+    """:func:`find_events` for the checks that do not look at price levels: halts, zero-volume and stale runs."""
     days = bars["date"].to_numpy("datetime64[D]")
     missing = np.busday_count(days[:-1], days[1:]) - 1 if len(days) > 1 else np.zeros(0, dtype=int)
     close = bars["close"].to_numpy()
     unchanged = np.r_[False, close[1:] == close[:-1]]
     return {
-        "splits": [i for i, _ in find_splits(bars, cfg)],
-        "bad_ticks": [i + 1 for i in find_bad_ticks(bars, cfg)],
         "halts": (np.flatnonzero(missing >= cfg.halt_days) + 1).tolist(),
         "zero_volume": _run_ends(bars["volume"].to_numpy() == 0, cfg.zero_volume_days).tolist(),
         # a run of k unchanged closes is k + 1 bars at one price
@@ -175,7 +182,9 @@ def apply_quality_policies(
     for symbol, group in bars[to_check].groupby("symbol", sort=True):
         group = group.reset_index(drop=True)
         first_new = 0 if since is None or symbol not in since else int(group["date"].searchsorted(since[symbol]))
-        splits, bad = find_splits(group, cfg), find_bad_ticks(group, cfg)
+        ratio, is_bad = _splits_and_bad_ticks(group, cfg, _first_of(group))
+        splits = [(int(i), float(ratio[i])) for i in np.flatnonzero(ratio)]
+        bad = np.flatnonzero(is_bad).tolist()
         date, close = group["date"], group["close"].to_numpy()
         report["splits"]["found"] += [
             {"symbol": str(symbol), "date": str(date.iloc[i].date()), "ratio": round(r, 4)}
@@ -190,8 +199,8 @@ def apply_quality_policies(
         ]
         if splits and cfg.splits == "adjust":
             group = _adjust_splits(group, splits)
-        # both found before any adjustment (which leaves the bars where they are)
-        events = find_events(group, cfg) | {"splits": [i for i, _ in splits], "bad_ticks": [i + 1 for i in bad]}
+        # splits and bad ticks as found before any adjustment (which leaves the bars where they are)
+        events = {"splits": [i for i, _ in splits], "bad_ticks": [i + 1 for i in bad], **_gaps_and_streaks(group, cfg)}
         start = 0
         for check, ends in events.items():
             if not ends:
