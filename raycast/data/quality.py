@@ -224,6 +224,11 @@ def apply_quality_policies(
 
 def quality_summary(report: dict) -> str:
     """One line for the console: ``quality: 3 splits adjusted (2 symbols), 5 halts flagged (4 symbols), ...``."""
+    return "quality: " + describe_quality(report)
+
+
+def describe_quality(report: dict) -> str:
+    """What the checks found and did, in words: ``3 splits adjusted (2 symbols), ...`` or ``nothing to report``."""
     done = {"flag": "flagged", "cut": "cut", "adjust": "adjusted", "drop": "dropped"}
     name = {"bad_ticks": "bad ticks"}
     parts = [
@@ -233,4 +238,4 @@ def quality_summary(report: dict) -> str:
         for check, entry in report.items()
         if entry["events"]
     ]
-    return "quality: " + (", ".join(parts) if parts else "nothing to report")
+    return ", ".join(parts) if parts else "nothing to report"

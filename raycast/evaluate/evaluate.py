@@ -201,7 +201,7 @@ def data_lineage(market: dict | None, features_meta: dict) -> list[str]:
     """What the report says of where its rows came from, so that a reader can ask "could I have traded that?" of
     the data too: the market version, the rows ingest rejected, what its quality checks found and did (split
     adjustments, dropped bad ticks, halts), and the symbols the feature stage skipped."""
-    from raycast.data.quality import quality_summary
+    from raycast.data.quality import describe_quality
 
     version = features_meta.get("market_version")
     if market is None:
@@ -212,7 +212,7 @@ def data_lineage(market: dict | None, features_meta: dict) -> list[str]:
         reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(rejected.items(), key=lambda kv: -kv[1]))
         lines.append(f"Rows rejected at ingest: {market.get('rejected_total', sum(rejected.values())):,} ({reasons}).")
     if market.get("quality"):
-        lines.append(f"History checks at ingest: {quality_summary(market['quality']).removeprefix('quality: ')}.")
+        lines.append(f"History checks at ingest: {describe_quality(market['quality'])}.")
         found = market["quality"].get("bad_ticks", {}).get("found", [])
         if found:
             shown = ", ".join(f"{f['symbol']} {f['date']} ({f['close']:.4g} after {f['previous_close']:.4g})"

@@ -388,8 +388,7 @@ def train_fn_per_worker(config: dict) -> None:
     else:
         train_blocks = FeatureBlocks(collect_frame(shard), normalizer, window)
     marks.mark("training blocks", "data")  # the shard's symbols, then their rows
-    val_blocks = validation_blocks(jobs[0].features_dir, split, normalizer, window)
-    release_free_memory()
+    val_blocks = validation_blocks(jobs[0].features_dir, split, normalizer, window)  # hands freed pages back
     marks.mark("validation blocks", "data", write=True)
     finished: dict = state.get("finished", {}) if state else {}
     for job in jobs:
