@@ -67,6 +67,11 @@ class FilesConfig(Strict):
     adjust: bool = Field(
         False, description="scale open/high/low/close by Adj Close / Close when an Adj Close column exists"
     )
+    date_order: Literal["auto", "month_first", "day_first"] = Field(
+        "auto",
+        description="how all-number dates such as 03/04/2021 read; auto: month first unless some dates only read "
+        "day first (13/01/2021), one order for the whole input",
+    )
 
 
 class QualityConfig(Strict):

@@ -311,7 +311,10 @@ BAD_ROWS = {
 }
 
 
-@pytest.mark.parametrize("reason", REASONS)
+ROW_REASONS = [r for r in REASONS if r != "intraday"]  # a row's own failings; intraday takes two rows of a day
+
+
+@pytest.mark.parametrize("reason", ROW_REASONS)
 def test_each_rejection_reason(reason):
     bad = {**GOOD, "date": "2021-01-05", **BAD_ROWS[reason]}
     raw = pd.DataFrame([GOOD, bad])
@@ -326,7 +329,7 @@ def test_each_rejection_reason(reason):
 
 def test_rejected_accounting_and_first_reason_wins():
     rows = [GOOD]
-    for i, reason in enumerate(REASONS):
+    for i, reason in enumerate(ROW_REASONS):
         date = "2021-01-04" if reason == "duplicate" else f"2021-02-{i + 1:02d}"
         rows.append({**GOOD, "date": date, **BAD_ROWS[reason]})
         if reason == "duplicate":
@@ -343,6 +346,57 @@ def test_rejected_accounting_and_first_reason_wins():
     assert clean[["symbol", "date"]].astype(str).values.tolist() == [
         ["AAA", "2021-01-04"], ["AAA", "2021-01-05"], ["BBB", "2021-01-06"]
     ]
+
+
+def _dates_read(dates: list[str], order: str = "auto") -> tuple[list[str], list[str]]:
+    raw = pd.DataFrame([{**GOOD, "date": d} for d in dates])
+    clean, rejected = validate_bars(raw, "unit", order)
+    return clean["date"].dt.strftime("%Y-%m-%d").tolist(), rejected["reason"].tolist()
+
+
+def test_all_number_dates_read_in_one_order_for_the_whole_input(capsys):
+    # a day-first export: its 13th of February says so, and its 1st of February and 5th of March read alike
+    assert _dates_read(["01/02/2021", "13/02/2021", "05/03/2021"]) == (["2021-02-01", "2021-02-13", "2021-03-05"], [])
+    # a month-first one, with '.' and two-digit years and a time of day
+    assert _dates_read(["01.02.21", "02.13.21 16:00:00"]) == (["2021-01-02", "2021-02-13"], [])
+    assert capsys.readouterr().out == ""
+    # nothing decides: month first, and the console says how to pin the other order
+    assert _dates_read(["01/02/2021", "02/03/2021"]) == (["2021-01-02", "2021-02-03"], [])
+    assert "ingest.files.date_order to day_first" in capsys.readouterr().out
+    assert _dates_read(["01/02/2021", "02/03/2021"], "day_first") == (["2021-02-01", "2021-03-02"], [])
+    # both orders in one input: the date the chosen order cannot read is rejected, none is swapped
+    assert _dates_read(["13/02/2021", "02/13/2021", "2 Jan 2021", "2021-01-04"]) == (
+        ["2021-01-02", "2021-01-04", "2021-02-13"], ["unparsable_date"]
+    )
+    assert _dates_read(["31/02/2021", "30/01/2021"]) == (["2021-01-30"], ["unparsable_date"])  # no 31 February
+
+
+def test_intraday_bars_are_rejected_not_sampled(tmp_path):
+    dates = ["2021-01-04 10:00", "2021-01-04 11:00", "2021-01-05 16:00", "2021-01-05 16:00", "2021-01-06 16:00"]
+    assert _dates_read(dates) == (["2021-01-05", "2021-01-06"], ["intraday", "intraday", "duplicate"])
+    hourly = pd.concat([_bars().assign(date=lambda f, h=h: f["date"] + f" {h}:00") for h in (10, 11, 12)])
+    hourly.to_csv(tmp_path / "hourly.csv", index=False)
+    with pytest.raises(DataError, match=r"rejected: \{'intraday': 15\}.*aggregate intraday bars to days first"):
+        ingest(_cfg(tmp_path / "s", source="files", files={"path": str(tmp_path / "hourly.csv")}))
+
+
+def test_semicolon_and_tab_files_and_a_parquet_frame_indexed_by_date(tmp_path):
+    long = pd.concat([_bars("AAA"), _bars("BBB", 3)], ignore_index=True)
+    long = long.assign(close=long["close"] + 0.25, volume=long["volume"] * 1000)
+    expected, _ = validate_bars(long.astype(str), "unit")
+    # a spreadsheet's export where the comma is the decimal mark
+    long.to_csv(tmp_path / "euro.csv", sep=";", decimal=",", index=False)
+    long.to_csv(tmp_path / "tabs.csv", sep="\t", index=False)
+    long.assign(date=pd.to_datetime(long["date"])).set_index("date").to_parquet(tmp_path / "by_date.parquet")
+    long.assign(date=pd.to_datetime(long["date"])).set_index(["symbol", "date"]).to_parquet(tmp_path / "multi.parquet")
+    for name in ("euro.csv", "tabs.csv", "by_date.parquet", "multi.parquet"):
+        bars, rejected = validate_bars(read_user_files(tmp_path / name), "files")
+        assert rejected.empty, name
+        pd.testing.assert_frame_equal(bars, expected, obj=name)
+    # a thousands separator is not guessed at: rejected, and the error shows the value
+    long.astype(str).assign(volume="1,000").to_csv(tmp_path / "thousands.csv", index=False)
+    with pytest.raises(DataError, match=r"volume='1,000'.*no thousands separators"):
+        ingest(_cfg(tmp_path / "s", source="files", files={"path": str(tmp_path / "thousands.csv")}))
 
 
 def test_validation_of_typed_frames_clamps_float_noise():
@@ -426,7 +480,9 @@ def test_empty_input_is_an_error(tmp_path):
     df = _bars().astype(str)
     df["close"] = "nan"
     df.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(DataError, match=r"no valid rows .*missing_value"):
+    # the counts, the first rejected row as read, and what the reason asks of the file
+    with pytest.raises(DataError, match=r"no valid rows .*missing_value.*bad\.csv row 0 \(missing_value\): "
+                                        r"symbol='AAA', .*close='nan'.*every row needs"):  # fmt: skip
         ingest(_cfg(tmp_path / "s", source="files", files={"path": str(tmp_path / "bad.csv")}))
 
 

@@ -8,7 +8,9 @@ Accepted inputs (``.csv``, ``.csv.gz``, ``.parquet`` or ``.pq``):
     that has its own symbol column is read as long format instead. Hidden files and subdirectories are skipped;
     any other file type is an error, so a stray file is noticed rather than ignored.
 
-Column names are case-insensitive, surrounding spaces are ignored and spaces/dashes count as underscores.
+CSV fields may be separated by ``,``, ``;``, tabs or ``|`` (read from the header line); in a ``;``-separated file
+the decimal mark is the comma (``12,5``), as in the spreadsheets that write them. A Parquet frame saved with
+its dates (or symbols and dates) as its index has them as columns. Column names are case-insensitive, surrounding spaces are ignored and spaces/dashes count as underscores.
 Aliases: ``Date``/``Datetime``/``Timestamp`` -> date, ``Ticker``/``Symbol`` -> symbol, ``Vol`` -> volume,
 ``Adj Close``/``adj_close``/``AdjClose``/``Adjusted Close``/``adjusted`` -> adj_close. Other columns are
 ignored.
@@ -26,6 +28,7 @@ inputs and unknown extensions raise :class:`DataError` naming the file.
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,7 @@ import pandas as pd
 
 from raycast.data.columns import normalize_columns, require_columns
 from raycast.data.errors import DataError
+from raycast.data.schema import VALUE_COLUMNS
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
@@ -46,24 +50,44 @@ def _stem(path: Path) -> str:
     return path.name[: -len(_suffix(path) or "")].strip().upper()
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path) -> tuple[pd.DataFrame, str]:
+    """The file's frame and its decimal mark (``,`` in a ``;``-separated CSV, else ``.``)."""
     suffix = _suffix(path)
     if suffix is None:
         raise DataError(f"{path}: unsupported file type (expected one of {', '.join(SUFFIXES)})")
     try:
         if suffix in (".csv", ".csv.gz"):
             # Text in, so nothing is lost before validation (and 'NA' stays a valid ticker).
-            return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-        return pd.read_parquet(path)
+            sep = _delimiter(path)
+            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
+            return frame, "," if sep == ";" else "."
+        frame = pd.read_parquet(path)
+        # a frame saved with its dates (or symbols and dates) as the index: they are columns here
+        return (frame.reset_index() if any(name is not None for name in frame.index.names) else frame), "."
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
     except (OSError, ValueError, pd.errors.ParserError) as err:
         raise DataError(f"{path}: cannot read: {err}") from None
 
 
+def _delimiter(path: Path) -> str:
+    """The header line's field separator: ``,`` unless ``;``, a tab or ``|`` splits it into more fields (a
+    spreadsheet's export in a locale whose decimal mark is a comma uses ``;``)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        header = f.readline()
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t", "|")}
+    return max(counts, key=counts.get) if max(counts.values()) else ","  # the first of equals: the comma
+
+
 def _read_one(path: Path, symbol: str | None, adjust: bool) -> pd.DataFrame:
     """One file as a raw frame; ``symbol`` (from the file name) is used when the file has no symbol column."""
-    frame = normalize_columns(_read_table(path), str(path))
+    table, decimal = _read_table(path)
+    frame = normalize_columns(table, str(path))
+    if decimal == ",":  # 12,5 is twelve and a half here; a value with a '.' as well (1.234,5) is left to be rejected
+        for col in frame.columns.intersection([*VALUE_COLUMNS, "adj_close"]):
+            text = frame[col].astype(str)
+            frame[col] = text.where(text.str.contains(".", regex=False), text.str.replace(",", ".", regex=False))
     has_symbol = "symbol" in frame.columns
     require_columns(frame, str(path), need_symbol=symbol is None)
     if not has_symbol:

@@ -15,11 +15,10 @@ import pandas as pd
 
 from raycast import fs
 from raycast.config import IngestConfig, RaycastConfig
-from raycast.data.errors import DataError
 from raycast.data.quality import CHECKS, apply_quality_policies, quality_summary
 from raycast.data.schema import VALUE_COLUMNS
 from raycast.data.store import MANIFEST, AppendPlan, append_market_data, write_market_data
-from raycast.data.validate import reason_counts, validate_bars
+from raycast.data.validate import no_valid_rows, reason_counts, validate_bars
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +52,9 @@ def load_source(cfg: IngestConfig, label_delay: int = 1) -> tuple[pd.DataFrame, 
 def ingest(cfg: RaycastConfig) -> dict:
     """Ingest ``cfg.ingest.source`` into ``cfg.storage``; returns the published manifest."""
     raw, label, sources, synthetic = load_source(cfg.ingest, cfg.features.label_delay)
-    bars, rejected = validate_bars(raw, label)
+    bars, rejected = validate_bars(raw, label, cfg.ingest.files.date_order)
     if bars.empty:
-        reasons = rejected["reason"].value_counts().to_dict()
-        raise DataError(f"no valid rows in {', '.join(sources)} ({len(raw)} rows read; rejected: {reasons})")
+        raise no_valid_rows(sources, len(raw), rejected)
     bars, quality = apply_quality_policies(bars, cfg.ingest.quality)
     print(f"[raycast] {quality_summary(quality)}", flush=True)
     version = write_market_data(
@@ -93,11 +91,10 @@ def append_bars(cfg: RaycastConfig, path: str) -> dict:
     from raycast.data.files import read_user_files
 
     raw = read_user_files(path, adjust=cfg.ingest.files.adjust)
-    bars, rejected = validate_bars(raw, "files")
+    bars, rejected = validate_bars(raw, "files", cfg.ingest.files.date_order)
     sources = sorted(raw["source"].unique().tolist()) if len(raw) else [str(path)]
     if bars.empty:
-        reasons = rejected["reason"].value_counts().to_dict()
-        raise DataError(f"no valid rows in {', '.join(sources)} ({len(raw)} rows read; rejected: {reasons})")
+        raise no_valid_rows(sources, len(raw), rejected)
     planner = partial(plan_append, bars, rejected, sources, cfg.ingest.quality)
     version, plan = append_market_data(cfg.storage, planner)
     summary = dict(plan.summary)

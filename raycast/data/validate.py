@@ -3,9 +3,13 @@
 Nothing is dropped silently: ``len(clean) + len(rejected) == len(raw)``. A row gets the first failing reason of
 :data:`REASONS`, checked in this order:
 
-* ``unparsable_date``: a non-empty date that does not parse (ISO 8601 first, then any format dateutil reads,
-  month first). Time-zone offsets are dropped, keeping the local calendar date; times are floored to midnight.
-  Numeric (epoch) dates are not interpreted and dates outside 1678-2261 cannot be stored: both land here.
+* ``unparsable_date``: a non-empty date that does not parse (ISO 8601 first, then the layouts below).
+  Time-zone offsets are dropped, keeping the local calendar date; times are floored to midnight. Numeric (epoch)
+  dates are not interpreted and dates outside 1678-2261 cannot be stored: both land here. All-number dates
+  such as ``03/04/2021`` (``/``, ``.`` or ``-``, two- or four-digit years) are read in one order for the whole
+  input (``ingest.files.date_order``; ``auto``: month first, unless that fails for some dates and day first
+  reads more of them, so an export with a ``13/01/2021`` is day first throughout); the dates that order cannot
+  read land here, never swapped silently. Dates with a month's name (``2 Jan 2021``) are read by dateutil.
 * ``missing_value``: an empty or missing symbol, date, price or volume (NaN, ``""``, ``null``, ``NA``, ``N/A``...).
 * ``unparsable_number``: a price or volume that is present but is not a number (``"12,5"``, ``"abc"``).
 * ``invalid_symbol``: a symbol with whitespace or control characters inside, or longer than 64 characters. Dots,
@@ -18,6 +22,9 @@ Nothing is dropped silently: ``len(clean) + len(rejected) == len(raw)``. A row g
 * ``ohlc_inconsistent``: high < max(open, close) or low > min(open, close). A relative slack of 1e-9 absorbs
   float noise (e.g. from adjustment); accepted rows are then clamped so high >= max(open, close) >= ... holds
   exactly.
+* ``intraday``: several valid rows of one symbol on one day at different times of day (hourly or minute bars):
+  raycast takes one bar per symbol and day, and the first bar of a day is not that day's bar, so every bar of
+  such a day is rejected rather than one kept.
 * ``duplicate``: a second (symbol, date) among the otherwise valid rows; the first one in input order is kept.
 
 Adjustment: when the raw frame has an ``adj_close`` column (readers keep it only when adjustment is asked for),
@@ -31,6 +38,7 @@ the rejected frame, whose value columns hold the original values as text.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -55,14 +63,23 @@ REASONS = (
     "negative_volume",
     "high_below_low",
     "ohlc_inconsistent",
+    "intraday",
     "duplicate",
 )
+HINTS = {
+    "unparsable_date": "dates must read as a calendar day (2021-03-04, 03/04/2021, 4 Mar 2021) in one order per file",
+    "unparsable_number": "numbers must use '.' for decimals, with no thousands separators or currency signs",
+    "intraday": "raycast takes daily bars, one per symbol and day: aggregate intraday bars to days first",
+    "missing_value": "every row needs a symbol, a date, open, high, low, close and volume",
+}
+DateOrder = Literal["auto", "month_first", "day_first"]
 REJECTED_VALUE_COLUMNS = (*BAR_COLUMNS, "adj_close")
 REJECTED_COLUMNS = (*REJECTED_VALUE_COLUMNS, "reason", "source", "row")
 NA_TOKENS = frozenset({"", "nan", "na", "n/a", "#n/a", "null", "none", "nat", "<na>", "-"})
 OHLC_SLACK = 1e-9
 _TZ_SUFFIX = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}:?\d{2})$")
 _BAD_SYMBOL = re.compile(r"[\s\x00-\x1f\x7f]")
+_NUMERIC_DATE = r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4}|\d{2})(?![\d/.-])(.*)$"
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -75,8 +92,11 @@ def _is_blank(text: pd.Series) -> np.ndarray:
     return text.str.lower().isin(NA_TOKENS).to_numpy()
 
 
-def _parse_dates(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(datetime64[ns] midnight dates with NaT where unusable, missing mask)."""
+def _parse_dates(values: pd.Series, order: DateOrder = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(datetime64[ns] midnight dates with NaT where unusable, missing mask, time of day in ns).
+
+    All-number dates are read in ``order`` (``auto``: see the module docstring).
+    """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         parsed = values.dt.tz_localize(None)  # wall-clock time in the data's zone: its calendar date
         missing = parsed.isna().to_numpy()
@@ -88,13 +108,48 @@ def _parse_dates(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         text = text.str.replace(_TZ_SUFFIX, r"\1", regex=True).where(~missing, None)
         parsed = _to_us(pd.to_datetime(text, errors="coerce", format="ISO8601"))
         retry = parsed.isna().to_numpy() & ~missing
-        if retry.any():  # rarer layouts (01/02/2020, 2 Jan 2020): slow element-wise parsing, only where needed
+        if retry.any():  # all-number dates (03/04/2021): one order per file, then ISO 8601 again
+            numeric = text[retry].str.extract(_NUMERIC_DATE)
+            is_numeric = numeric[0].notna().to_numpy()
+            if is_numeric.any():
+                where = np.flatnonzero(retry)[is_numeric]
+                iso = _iso_text(numeric[is_numeric], order)
+                parsed.iloc[where] = _to_us(pd.to_datetime(iso, errors="coerce", format="ISO8601")).to_numpy()
+                retry[where] = False
+        if retry.any():  # month names (2 Jan 2021): slow element-wise parsing, only where needed
             parsed[retry] = _to_us(pd.to_datetime(text[retry], errors="coerce", format="mixed"))
-    parsed = _to_us(pd.Series(parsed)).dt.normalize()
+    parsed = _to_us(pd.Series(parsed))
+    midnight = parsed.dt.normalize()
+    time_of_day = (parsed - midnight).to_numpy().view("i8")
     # Dates outside the datetime64[ns] range (years 1678-2261) cannot be stored: treat them as unparsable.
-    in_range = (parsed >= pd.Timestamp("1678-01-01")) & (parsed <= pd.Timestamp("2261-12-31"))
-    parsed = parsed.where(in_range)
-    return parsed.astype("datetime64[ns]").to_numpy(), missing
+    in_range = (midnight >= pd.Timestamp("1678-01-01")) & (midnight <= pd.Timestamp("2261-12-31"))
+    return midnight.where(in_range).astype("datetime64[ns]").to_numpy(), missing, time_of_day
+
+
+def _iso_text(parts: pd.DataFrame, order: DateOrder) -> pd.Series:
+    """All-number dates (``parts``: first and second number, year, rest) as ISO text, in one order for all.
+
+    ``auto``: month first (the US layout) unless that fails for some dates and day first reads more of them; a
+    date the chosen order cannot read becomes empty text, so it is rejected as unparsable. When every date reads
+    either way the console says so, naming the setting that pins the order.
+    """
+    first, second = parts[0].astype(int).to_numpy(), parts[1].astype(int).to_numpy()
+    year = parts[2].astype(int).to_numpy()
+    year = np.where(parts[2].str.len().to_numpy() == 2, np.where(year < 69, 2000 + year, 1900 + year), year)
+    month_first_ok = (first <= 12) & (second <= 31)
+    day_first_ok = (second <= 12) & (first <= 31)
+    if order == "auto":
+        either = month_first_ok.all() and day_first_ok.all()
+        if either and (first != second).any():
+            print(f"[raycast] files: every all-number date reads as month first or day first (e.g. "
+                  f"{first[0]:02d}/{second[0]:02d}/{year[0]}); read month first: set "
+                  "ingest.files.date_order to day_first if they are day first", flush=True)  # fmt: skip
+        month_first = month_first_ok.all() or month_first_ok.sum() >= day_first_ok.sum()
+    else:
+        month_first = order == "month_first"
+    month, day = (first, second) if month_first else (second, first)
+    text = pd.Series([f"{y:04d}-{m:02d}-{d:02d}" for y, m, d in zip(year, month, day)], index=parts.index)
+    return (text + parts[3].str.rstrip()).where(month_first_ok if month_first else day_first_ok, "")
 
 
 def _to_us(dates: pd.Series) -> pd.Series:
@@ -125,8 +180,12 @@ def _first_reasons(checks: list[tuple[str, np.ndarray]], n: int) -> np.ndarray:
     return reason
 
 
-def validate_bars(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split ``raw`` into (canonical clean bars, rejected rows with ``reason``, ``source`` and ``row``)."""
+def validate_bars(raw: pd.DataFrame, source: str, date_order: DateOrder = "auto") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``raw`` into (canonical clean bars, rejected rows with ``reason``, ``source`` and ``row``).
+
+    ``date_order`` is how all-number dates such as 03/04/2021 read: ``auto`` (module docstring), ``month_first``
+    or ``day_first``.
+    """
     missing_cols = [c for c in BAR_COLUMNS if c not in raw.columns]
     if missing_cols:
         raise DataError(f"{source}: raw bars lack column(s): {', '.join(missing_cols)}")
@@ -137,7 +196,7 @@ def validate_bars(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.Data
 
     symbol = _text(raw["symbol"])
     sym_missing = (symbol == "").to_numpy()
-    date, date_missing = _parse_dates(raw["date"])
+    date, date_missing, time_of_day = _parse_dates(raw["date"], date_order)
     date_bad = np.isnat(date) & ~date_missing
 
     number_cols = [*VALUE_COLUMNS, *(["adj_close"] if "adj_close" in raw.columns else [])]
@@ -183,10 +242,13 @@ def validate_bars(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.Data
     )
     frame = pd.DataFrame({"symbol": symbol.to_numpy(), "date": date, **{k: values[k] for k in VALUE_COLUMNS}})
     ok = reason == None  # noqa: E711
-    dup = np.zeros(n, dtype=bool)
-    key = symbol_date_key(frame["symbol"][ok], date[ok])
-    dup[ok] = pd.Series(key).duplicated(keep="first").to_numpy()
+    key = pd.Series(symbol_date_key(frame["symbol"][ok], date[ok]))
+    intraday, dup = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    intraday[ok] = (pd.Series(time_of_day[ok]).groupby(key.to_numpy()).transform("nunique") > 1).to_numpy()
+    reason[intraday] = "intraday"
+    dup[ok] = key.duplicated(keep="first").to_numpy() & ~intraday[ok]
     reason[dup] = "duplicate"
+    ok &= ~intraday
     ok &= ~dup
 
     clean = frame.loc[ok]
@@ -208,6 +270,21 @@ def _rejected(raw: pd.DataFrame, reason: np.ndarray, source: str) -> pd.DataFram
     out["row"] = rows["row"].to_numpy(dtype="int64") if "row" in rows else bad.astype("int64")
     frame = pd.DataFrame(out, columns=list(REJECTED_COLUMNS))
     return frame.astype({c: str for c in REJECTED_COLUMNS if c != "row"}).astype({"row": "int64"})
+
+
+def no_valid_rows(sources: list[str], n_read: int, rejected: pd.DataFrame) -> DataError:
+    """The error for an input none of whose rows is valid: the counts by reason, the first rejected row as it was
+    read, and what the commonest reason asks of the file."""
+    counts = reason_counts(rejected)
+    message = f"no valid rows in {', '.join(sources)} ({n_read} rows read; rejected: {counts})"
+    if len(rejected):
+        first = rejected.iloc[0]
+        values = ", ".join(f"{c}={first[c]!r}" for c in BAR_COLUMNS)
+        message += f"; e.g. {first['source']} row {first['row']} ({first['reason']}): {values}"
+        top = max(counts, key=counts.get)
+        if top in HINTS:
+            message += f". {HINTS[top]}"
+    return DataError(message)
 
 
 def reason_counts(rejected: pd.DataFrame) -> dict[str, int]:
