@@ -222,6 +222,19 @@ def test_aliases_case_insensitivity_and_adj_close(tmp_path):
     assert np.allclose(adjusted["volume"], src["Vol"] * 2)  # dollar volume unchanged
     src.rename(columns={"DATETIME": "Timestamp", "Ticker": "SYMBOL"}).to_parquet(tmp_path / "y.parquet")
     assert len(read_user_files(tmp_path / "y.parquet")) == 5
+    # China's vendors: tushare's names (with its yyyymmdd dates) and akshare's Chinese headers
+    tushare = _bars("600000.SH").assign(date=lambda f: f["date"].str.replace("-", "")).rename(
+        columns={"symbol": "ts_code", "date": "trade_date", "volume": "vol"}
+    )
+    tushare.assign(amount=1.0).to_csv(tmp_path / "tushare.csv", index=False)
+    akshare = _bars("000001").rename(columns={"symbol": "股票代码", "date": "日期", "open": "开盘", "high": "最高",
+                                              "low": "最低", "close": "收盘", "volume": "成交量"})  # fmt: skip
+    akshare.assign(成交额=1.0).to_csv(tmp_path / "akshare.csv", index=False)
+    for name, symbol in (("tushare.csv", "600000.SH"), ("akshare.csv", "000001")):
+        bars, rejected = validate_bars(read_user_files(tmp_path / name), "files")
+        assert rejected.empty and bars["symbol"].unique().tolist() == [symbol], name
+        expected = validate_bars(_bars(), "unit")[0].drop(columns="symbol")
+        pd.testing.assert_frame_equal(bars.drop(columns="symbol"), expected)
 
 
 def test_adjust_reads_an_adjusted_column_and_names_files_without_one(tmp_path, capsys):

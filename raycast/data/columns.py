@@ -23,6 +23,18 @@ ALIASES = {
     "adjclose": "adj_close",
     "adjusted_close": "adj_close",
     "adjusted": "adj_close",  # quantmod / tidyquant / pytimetk
+    # tushare (ts_code, trade_date, vol), Qlib (instrument), akshare's Chinese headers
+    "ts_code": "symbol",
+    "instrument": "symbol",
+    "trade_date": "date",
+    "代码": "symbol",
+    "股票代码": "symbol",
+    "日期": "date",
+    "开盘": "open",
+    "最高": "high",
+    "最低": "low",
+    "收盘": "close",
+    "成交量": "volume",
 }
 REQUIRED = ("date", "open", "high", "low", "close", "volume")
 

@@ -11,9 +11,10 @@ Accepted inputs (``.csv``, ``.csv.gz``, ``.parquet`` or ``.pq``):
 CSV fields may be separated by ``,``, ``;``, tabs or ``|`` (read from the header line); in a ``;``-separated file
 the decimal mark is the comma (``12,5``), as in the spreadsheets that write them. A Parquet frame saved with
 its dates (or symbols and dates) as its index has them as columns. Column names are case-insensitive, surrounding spaces are ignored and spaces/dashes count as underscores.
-Aliases: ``Date``/``Datetime``/``Timestamp`` -> date, ``Ticker``/``Symbol`` -> symbol, ``Vol`` -> volume,
-``Adj Close``/``adj_close``/``AdjClose``/``Adjusted Close``/``adjusted`` -> adj_close. Other columns are
-ignored.
+Aliases: ``Date``/``Datetime``/``Timestamp``/``trade_date`` -> date, ``Ticker``/``Symbol``/``ts_code``/
+``instrument`` -> symbol, ``Vol`` -> volume, ``Adj Close``/``adj_close``/``AdjClose``/``Adjusted Close``/
+``adjusted`` -> adj_close, and akshare's Chinese headers (日期, 开盘, 最高, 最低, 收盘, 成交量, 代码 or 股票代码).
+Other columns are ignored.
 
 Adj Close: prices are taken as given and NOT adjusted; Adj Close is ignored (a file without Close is an error
 even when it has Adj Close). With ``FilesConfig.adjust`` (``adjust=True``) and an Adj Close column, open/high/
