@@ -244,7 +244,9 @@ def validate_bars(raw: pd.DataFrame, source: str, date_order: DateOrder = "auto"
     ok = reason == None  # noqa: E711
     key = pd.Series(symbol_date_key(frame["symbol"][ok], date[ok]))
     intraday, dup = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    intraday[ok] = (pd.Series(time_of_day[ok]).groupby(key.to_numpy()).transform("nunique") > 1).to_numpy()
+    times = time_of_day[ok]
+    if len(times) and (times != times[0]).any():  # daily bars share one time of day (midnight, or the close)
+        intraday[ok] = (pd.Series(times).groupby(key.to_numpy()).transform("nunique") > 1).to_numpy()
     reason[intraday] = "intraday"
     dup[ok] = key.duplicated(keep="first").to_numpy() & ~intraday[ok]
     reason[dup] = "duplicate"
