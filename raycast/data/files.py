@@ -10,7 +10,8 @@ Accepted inputs (``.csv``, ``.csv.gz``, ``.parquet`` or ``.pq``):
 
 CSV fields may be separated by ``,``, ``;``, tabs or ``|`` (read from the header line); in a ``;``-separated file
 the decimal mark is the comma (``12,5``), as in the spreadsheets that write them. A Parquet frame saved with
-its dates (or symbols and dates) as its index has them as columns. Column names are case-insensitive, surrounding spaces are ignored and spaces/dashes count as underscores.
+its dates (or symbols and dates) as its index has them as columns. Column names are case-insensitive,
+surrounding spaces are ignored and spaces/dashes count as underscores.
 Aliases: ``Date``/``Datetime``/``Timestamp``/``trade_date`` -> date, ``Ticker``/``Symbol``/``ts_code``/
 ``instrument`` -> symbol, ``Vol`` -> volume, ``Adj Close``/``adj_close``/``AdjClose``/``Adjusted Close``/
 ``adjusted`` -> adj_close, and akshare's Chinese headers (日期, 开盘, 最高, 最低, 收盘, 成交量, 代码 or 股票代码).

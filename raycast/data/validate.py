@@ -42,6 +42,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from raycast.data.errors import DataError
 from raycast.data.schema import (
@@ -79,7 +81,8 @@ NA_TOKENS = frozenset({"", "nan", "na", "n/a", "#n/a", "null", "none", "nat", "<
 OHLC_SLACK = 1e-9
 _TZ_SUFFIX = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}:?\d{2})$")
 _BAD_SYMBOL = re.compile(r"[\s\x00-\x1f\x7f]")
-_NUMERIC_DATE = r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4}|\d{2})(?![\d/.-])(.*)$"
+# day or month, month or day, year, then a time of day or nothing (RE2 syntax: pyarrow runs it)
+_NUMERIC_DATE = r"^(?P<first>\d{1,2})[/.-](?P<second>\d{1,2})[/.-](?P<year>\d{4}|\d{2})(?P<rest>(?:[^\d/.-].*)?)$"
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -109,8 +112,8 @@ def _parse_dates(values: pd.Series, order: DateOrder = "auto") -> tuple[np.ndarr
         parsed = _to_us(pd.to_datetime(text, errors="coerce", format="ISO8601"))
         retry = parsed.isna().to_numpy() & ~missing
         if retry.any():  # all-number dates (03/04/2021): one order per file, then ISO 8601 again
-            numeric = text[retry].str.extract(_NUMERIC_DATE)
-            is_numeric = numeric[0].notna().to_numpy()
+            numeric = _numeric_parts(text[retry])
+            is_numeric = numeric["first"].notna().to_numpy()
             if is_numeric.any():
                 where = np.flatnonzero(retry)[is_numeric]
                 iso = _iso_text(numeric[is_numeric], order)
@@ -126,6 +129,13 @@ def _parse_dates(values: pd.Series, order: DateOrder = "auto") -> tuple[np.ndarr
     return midnight.where(in_range).astype("datetime64[ns]").to_numpy(), missing, time_of_day
 
 
+def _numeric_parts(text: pd.Series) -> pd.DataFrame:
+    """The parts of all-number dates (columns first, second, year, rest; missing where a date is not one)."""
+    parts = pc.extract_regex(pa.array(text.to_numpy(dtype=object), type=pa.string()), _NUMERIC_DATE)
+    fields = {f.name: pc.struct_field(parts, f.name).to_numpy(zero_copy_only=False) for f in parts.type}
+    return pd.DataFrame(fields, index=text.index)  # a date that does not match: None in every field
+
+
 def _iso_text(parts: pd.DataFrame, order: DateOrder) -> pd.Series:
     """All-number dates (``parts``: first and second number, year, rest) as ISO text, in one order for all.
 
@@ -133,9 +143,9 @@ def _iso_text(parts: pd.DataFrame, order: DateOrder) -> pd.Series:
     date the chosen order cannot read becomes empty text, so it is rejected as unparsable. When every date reads
     either way the console says so, naming the setting that pins the order.
     """
-    first, second = parts[0].astype(int).to_numpy(), parts[1].astype(int).to_numpy()
-    year = parts[2].astype(int).to_numpy()
-    year = np.where(parts[2].str.len().to_numpy() == 2, np.where(year < 69, 2000 + year, 1900 + year), year)
+    first, second = parts["first"].astype(int).to_numpy(), parts["second"].astype(int).to_numpy()
+    year = parts["year"].astype(int).to_numpy()
+    year = np.where(parts["year"].str.len().to_numpy() == 2, np.where(year < 69, 2000 + year, 1900 + year), year)
     month_first_ok = (first <= 12) & (second <= 31)
     day_first_ok = (second <= 12) & (first <= 31)
     if order == "auto":
@@ -148,8 +158,12 @@ def _iso_text(parts: pd.DataFrame, order: DateOrder) -> pd.Series:
     else:
         month_first = order == "month_first"
     month, day = (first, second) if month_first else (second, first)
-    text = pd.Series([f"{y:04d}-{m:02d}-{d:02d}" for y, m, d in zip(year, month, day)], index=parts.index)
-    return (text + parts[3].str.rstrip()).where(month_first_ok if month_first else day_first_ok, "")
+    padded = [pc.utf8_lpad(pa.array(v).cast(pa.string()), width, "0") for v, width in ((year, 4), (month, 2), (day, 2))]
+    rest = pa.array(parts["rest"].str.rstrip().to_numpy(dtype=object), type=pa.string())
+    text = pc.binary_join_element_wise(pc.binary_join_element_wise(*padded, "-"), rest, "")
+    return pd.Series(text.to_numpy(zero_copy_only=False), index=parts.index).where(
+        month_first_ok if month_first else day_first_ok, ""
+    )
 
 
 def _to_us(dates: pd.Series) -> pd.Series:
