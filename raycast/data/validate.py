@@ -69,7 +69,7 @@ REASONS = (
     "duplicate",
 )
 HINTS = {
-    "unparsable_date": "dates must read as a calendar day (2021-03-04, 03/04/2021, 4 Mar 2021) in one order per file",
+    "unparsable_date": "dates must read as a calendar day (2021-03-04, 03/04/2021, 4 Mar 2021), all-number ones in one order",
     "unparsable_number": "numbers must use '.' for decimals, with no thousands separators or currency signs",
     "intraday": "raycast takes daily bars, one per symbol and day: aggregate intraday bars to days first",
     "missing_value": "every row needs a symbol, a date, open, high, low, close and volume",
@@ -111,7 +111,7 @@ def _parse_dates(values: pd.Series, order: DateOrder = "auto") -> tuple[np.ndarr
         text = text.str.replace(_TZ_SUFFIX, r"\1", regex=True).where(~missing, None)
         parsed = _to_us(pd.to_datetime(text, errors="coerce", format="ISO8601"))
         retry = parsed.isna().to_numpy() & ~missing
-        if retry.any():  # all-number dates (03/04/2021): one order per file, then ISO 8601 again
+        if retry.any():  # all-number dates (03/04/2021): one order for the whole input, then ISO 8601 again
             numeric = _numeric_parts(text[retry])
             is_numeric = numeric["first"].notna().to_numpy()
             if is_numeric.any():
