@@ -69,7 +69,7 @@ REASONS = (
     "duplicate",
 )
 HINTS = {
-    "unparsable_date": "dates must read as a calendar day (2021-03-04, 03/04/2021, 4 Mar 2021), all-number ones in one order",
+    "unparsable_date": "dates must read as a day (2021-03-04, 03/04/2021, 4 Mar 2021), all-number ones in one order",
     "unparsable_number": "numbers must use '.' for decimals, with no thousands separators or currency signs",
     "intraday": "raycast takes daily bars, one per symbol and day: aggregate intraday bars to days first",
     "missing_value": "every row needs a symbol, a date, open, high, low, close and volume",
