@@ -385,6 +385,17 @@ class EvaluateConfig(Strict):
         [0.0, 5.0, 20.0, 50.0], description="flat one-way costs of the report's cost-sensitivity table"
     )
     quantile: float = Field(0.2, gt=0, le=0.5, description="fraction of symbols held long and short")
+    hold_quantile: float | None = Field(
+        None,
+        gt=0,
+        le=0.5,
+        description="holding band of the backtest: a name bought in the top (sold in the bottom) `quantile` is "
+        "kept until it leaves this top (bottom) fraction, which trades less; None: rebalance to `quantile` daily",
+    )
+    hold_quantiles: list[float] = Field(
+        [0.3, 0.4, 0.5],
+        description="holding bands the report compares with the daily book, after costs (those above `quantile`)",
+    )
     ridge_alpha: float = Field(1.0, ge=0)
     lightgbm: LightGBMConfig = LightGBMConfig()
     universe: UniverseConfig = UniverseConfig()
@@ -401,6 +412,22 @@ class EvaluateConfig(Strict):
         if v and (bounds[0] != 0 or any(a >= b for a, b in zip(bounds, bounds[1:], strict=False))):
             raise ValueError(f"spread buckets need ascending min_dollar_volume starting at 0, got {bounds}")
         return v
+
+    @field_validator("hold_quantiles")
+    @classmethod
+    def _bands_in_range(cls, v: list[float]) -> list[float]:
+        if any(not 0 < h <= 0.5 for h in v):
+            raise ValueError(f"hold_quantiles must each be in (0, 0.5], got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _band_holds_the_quantile(self) -> EvaluateConfig:
+        if self.hold_quantile is not None and self.hold_quantile < self.quantile:
+            raise ValueError(
+                f"evaluate.hold_quantile ({self.hold_quantile}) is below evaluate.quantile ({self.quantile}): a "
+                "name is bought in the top quantile, so it can only be kept in a band at least as wide"
+            )
+        return self
 
     @field_validator("cost_sensitivity_bps")
     @classmethod

@@ -16,6 +16,7 @@ from raycast.evaluate.backtest import (
     backtest_table,
     cost_sensitivity,
     extreme_days,
+    holding_bands,
     long_short_backtest,
     quantile_weights,
 )
@@ -245,6 +246,79 @@ def test_perfect_foresight_has_high_sharpe_and_costs_lower_returns_monotonically
         pd.testing.assert_series_equal(r.gross, results[0].gross)
     random_sharpe = long_short_backtest(frame, "model", 0.2, 0.0).summary["sharpe"]
     assert random_sharpe < results[0].summary["sharpe"] / 3
+
+
+def band_frame(drop: tuple[str, str] | None = None) -> pd.DataFrame:
+    """3 dates x 5 symbols whose ranks drift, so that a holding band keeps names the daily book trades away."""
+    dates = pd.to_datetime(["2021-01-04", "2021-01-05", "2021-01-06"])
+    pred = [[5, 4, 3, 2, 1], [4, 5, 3, 1, 2], [3, 4, 5, 2, 1]]
+    frame = pd.DataFrame({"symbol": list("ABCDE") * 3, "date": np.repeat(dates, 5),
+                          "target": np.linspace(-0.02, 0.02, 15), "pred": np.ravel(pred).astype(float)})  # fmt: skip
+    if drop:
+        frame = frame[~((frame["symbol"] == drop[0]) & (frame["date"] == pd.Timestamp(drop[1])))]
+    return frame
+
+
+def test_a_holding_band_keeps_names_until_they_leave_it():
+    # quantile 0.2 of 5: one name enters each side; hold 0.4: a name stays while it ranks in the top (bottom) two
+    daily = long_short_backtest(band_frame(), "pred", quantile=0.2, cost_bps=0.0)
+    band = long_short_backtest(band_frame(), "pred", quantile=0.2, cost_bps=0.0, hold_quantile=0.4)
+    assert daily.weights.to_numpy().tolist() == [[1, 0, 0, 0, -1], [0, 1, 0, -1, 0], [0, 0, 1, 0, -1]]
+    # date 2: A slipped to second and stays beside the new top B; E slipped to second-lowest and stays beside D.
+    # date 3: A fell to third and is sold; B (second) stays beside the new top C; D and E stay at the bottom.
+    half = 0.5
+    assert band.weights.to_numpy().tolist() == [[1, 0, 0, 0, -1], [half, half, 0, -half, -half],
+                                                [0, half, half, -half, -half]]  # fmt: skip
+    assert daily.turnover.tolist() == pytest.approx([2.0, 4.0, 4.0])
+    assert band.turnover.tolist() == pytest.approx([2.0, 2.0, 1.0])
+    # a held name without a row on a date cannot be traded that day: it is closed, and the band works on the rest
+    gone = long_short_backtest(band_frame(drop=("B", "2021-01-06")), "pred", 0.2, 0.0, hold_quantile=0.4)
+    assert gone.weights.iloc[2].tolist() == [0, 0, 1, 0, -1]  # of A, C, D, E: one name a side, D no longer kept
+
+
+def test_a_band_as_wide_as_the_quantile_is_the_daily_book_and_a_narrower_one_is_refused():
+    from raycast.config import EvaluateConfig
+
+    frame = random_frame(25, 40, seed=3, signal=0.5)
+    daily = long_short_backtest(frame, "model", 0.2, 10.0)
+    same = long_short_backtest(frame, "model", 0.2, 10.0, hold_quantile=0.2)
+    pd.testing.assert_frame_equal(daily.weights, same.weights)
+    pd.testing.assert_series_equal(daily.returns, same.returns)
+    with pytest.raises(ValueError, match="hold_quantile"):
+        long_short_backtest(frame, "model", 0.2, 10.0, hold_quantile=0.1)
+    with pytest.raises(ValueError, match="hold_quantile .0.1. is below evaluate.quantile .0.2."):
+        EvaluateConfig(hold_quantile=0.1)
+    with pytest.raises(ValueError, match="hold_quantiles"):
+        EvaluateConfig(hold_quantiles=[0.3, 0.7])
+
+
+def test_a_holding_band_keeps_a_lasting_edge_that_daily_trading_gives_to_costs():
+    # a signal that lasts weeks (an AR(1) score per symbol), seen through daily noise: the daily book chases the
+    # noise and pays for it; a band keeps the names whose edge is still there
+    rng = np.random.default_rng(4)
+    n_symbols, n_days = 50, 250
+    score = np.zeros((n_days, n_symbols))
+    for t in range(1, n_days):
+        score[t] = 0.97 * score[t - 1] + rng.normal(0, 0.25, n_symbols)
+    frame = pd.DataFrame({"symbol": np.tile([f"S{i:02d}" for i in range(n_symbols)], n_days),
+                          "date": np.repeat(pd.bdate_range("2020-01-01", periods=n_days), n_symbols)})  # fmt: skip
+    frame["target"] = 0.002 * score.ravel() + rng.normal(0, 0.02, score.size)
+    frame["model"] = score.ravel() + rng.normal(0, 1.0, score.size)
+    frame["spread_bps"] = 10.0
+    table = holding_bands(frame, ["model"], [0.3, 0.5, 0.1], quantile=0.2, cost_bps=5.0, spread_col="spread_bps")
+    assert list(table.columns) == ["sharpe daily", "turnover daily", "sharpe hold 0.3", "turnover hold 0.3",
+                                   "sharpe hold 0.5", "turnover hold 0.5"]  # fmt: skip
+    row = table.loc["model"]
+    assert row["turnover daily"] > row["turnover hold 0.3"] > row["turnover hold 0.5"]
+    assert row["sharpe hold 0.5"] > row["sharpe daily"] + 2  # 3.1 against 0.1 with this seed
+    one = long_short_backtest(frame, "model", 0.2, 5.0, spread_col="spread_bps", hold_quantile=0.5)
+    assert row["sharpe hold 0.5"] == pytest.approx(one.summary["sharpe"])
+    daily = long_short_backtest(frame, "model", 0.2, 5.0, 1, "spread_bps")
+    assert row["sharpe daily"] == pytest.approx(daily.summary["sharpe"])
+    # the band's book keeps more of its edge per unit traded: its breakeven cost is higher
+    breakeven = [cost_sensitivity(frame, ["model"], [0.0], 0.2, hold_quantile=h).loc["model", "breakeven_bps"]
+                 for h in (None, 0.5)]  # fmt: skip
+    assert breakeven[1] > breakeven[0]
 
 
 def test_horizon_above_one_warns_and_does_not_overlap():
@@ -623,7 +697,8 @@ def test_evaluate_version_scores_tradable_rows_beside_lightgbm(registered_model)
     for needle in ("## Tradable universe", "| liquidity |", "### Cost sensitivity", "sharpe @ 50 bps",
                    "breakeven_bps", "| lightgbm |", "## Baseline training", "half-spread", "### Book days",
                    "## Ensemble against its best member", "| test |", "## Skill against noise (test)",
-                   "- ensemble: test IC", "against its best member", "against lightgbm", "long-short Sharpe"):
+                   "- ensemble: test IC", "against its best member", "against lightgbm", "long-short Sharpe",
+                   "### Holding band", "sharpe hold 0.4", "Picked on the validation period"):
         assert needle in text, needle
     spec = load_predictor(cfg.storage, cfg.serve.version).spec
     metrics = spec["metrics"]
@@ -637,6 +712,13 @@ def test_evaluate_version_scores_tradable_rows_beside_lightgbm(registered_model)
     assert universe["tradable"] == universe["rows"] - universe["excluded"]
     assert metrics["test"]["lightgbm"]["n_rows"] == universe["tradable"]  # metrics see tradable rows only
     assert metrics["baseline_training"]["lightgbm"]["train_seconds"] > 0
+    bands = metrics["holding_bands"]
+    assert bands["ensemble"]["sharpe daily"] == pytest.approx(metrics["backtest"]["ensemble"]["sharpe"])
+    assert bands["ensemble"]["turnover hold 0.5"] < bands["ensemble"]["turnover daily"]
+    picked = metrics["holding_band_on_validation"]
+    assert picked["band"] in {"daily", "hold 0.3", "hold 0.4", "hold 0.5"}
+    column = "sharpe daily" if picked["band"] == "daily" else f"sharpe {picked['band']}"
+    assert picked["test_sharpe"] == pytest.approx(bands["ensemble"][column])
     saved = pd.read_parquet(Path(report).parent / "test_predictions.parquet")
     assert saved["tradable"].sum() == universe["tradable"]
     assert (saved.loc[saved["tradable"], "dollar_volume_20d"] >= liquidity).all()

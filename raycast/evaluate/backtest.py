@@ -7,6 +7,12 @@ gross return is ``sum(w * target)``; turnover is ``sum(|w_t - w_prev|)`` over sy
 spread column), and is subtracted from the gross return. A book that loses everything stops: equity never goes
 below zero.
 
+A holding band (``hold_quantile`` above ``quantile``) trades less: a name enters the long book in the top
+``quantile`` and stays until it leaves the top ``hold_quantile`` (the short book likewise at the bottom), each
+side equal-weighted over the names it holds. A daily book re-buys nearly the whole top fifth every day when the
+signal is short-lived; a name that slipped from the top fifth to the top third still has most of its edge, and
+keeping it saves two trades. :func:`holding_bands` compares bands on one period.
+
 Simplifications, stated so nobody mistakes this for an execution simulator: weights are reset to target every
 rebalance (intraday drift of the held weights is ignored in turnover), there is no borrow cost and no market
 impact beyond the spread proxy, and a symbol that leaves the tradable universe is closed at its target return.
@@ -17,7 +23,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -111,6 +117,37 @@ def _weights_from(P: np.ndarray, quantile: float) -> np.ndarray:
     return W
 
 
+def _band_weights(P: np.ndarray, quantile: float, hold: float) -> np.ndarray:
+    """Long-short weights with a holding band from a (date x symbol) prediction array (NaN = not tradable).
+
+    Each date with n >= :data:`MIN_SYMBOLS` usable rows ranks them (ties by their average rank); a name enters
+    the long side in the top ``max(1, floor(quantile * n))`` and stays while it is in the top
+    ``max(1, floor(hold * n))``, the short side mirrored at the bottom. A name without a usable row is closed
+    (it cannot be traded that day), and a date with fewer rows or an empty side closes the whole book. With
+    ``hold == quantile`` and no ties this is the daily book of :func:`_weights_from`.
+    """
+    if not 0 < quantile <= hold <= 0.5:
+        raise ValueError(f"hold_quantile must be in [quantile, 0.5] = [{quantile}, 0.5], not {hold}")
+    ranks = pd.DataFrame(P).rank(axis=1, method="average").to_numpy()  # 1 = lowest; NaN stays NaN
+    W = np.zeros_like(P)
+    long = np.zeros(P.shape[1], dtype=bool)
+    short = np.zeros_like(long)
+    for t, rank in enumerate(ranks):
+        usable = np.isfinite(rank)
+        n = int(usable.sum())
+        enter = max(1.0, np.floor(quantile * n + 1e-9))  # 1e-9 as in _weights_from
+        keep = max(1.0, np.floor(hold * n + 1e-9))
+        with np.errstate(invalid="ignore"):  # NaN ranks compare False: those names are closed
+            long = usable & ((rank > n - enter) | (long & (rank > n - keep)))
+            short = usable & ((rank <= enter) | (short & (rank <= keep)))
+        if n < MIN_SYMBOLS or not long.any() or not short.any():
+            long[:] = short[:] = False
+            continue
+        W[t, long] = 1.0 / long.sum()
+        W[t, short] = -1.0 / short.sum()
+    return W
+
+
 def quantile_weights(frame: pd.DataFrame, pred_col: str, quantile: float) -> pd.DataFrame:
     """Long-short target weights per (date, symbol), as a date x symbol frame (0 where not held).
 
@@ -155,6 +192,7 @@ class _Book:
     pred_col: str
     dates: pd.DatetimeIndex
     symbols: pd.Index
+    P: np.ndarray  # the predictions the weights came from, for another band without a second layout
     W: np.ndarray
     T: np.ndarray
     S: np.ndarray  # half-spread in bps, carried forward so closing a position that left the frame still pays one
@@ -167,14 +205,22 @@ def _spread_layout(
     S = np.zeros((len(dates), len(symbols)))
     if spread_col is None:
         return S
-    spread = frame.pivot_table(index="date", columns="symbol", values=spread_col, aggfunc="first")
-    spread.columns = spread.columns.astype(str)
-    spread = spread.reindex(index=dates, columns=symbols).ffill().bfill()
-    return spread.fillna(0.0).to_numpy(dtype=np.float64)
+    # placed by index lookups, not a pivot table: this runs once per predictor and band on every evaluation
+    rows = dates.get_indexer(pd.DatetimeIndex(frame["date"]))
+    cols = symbols.get_indexer(frame["symbol"].astype(str))
+    S = np.full((len(dates), len(symbols)), np.nan)
+    S[rows, cols] = frame[spread_col].to_numpy(dtype=np.float64, na_value=np.nan)
+    return pd.DataFrame(S).ffill().bfill().fillna(0.0).to_numpy()
 
 
 def _book(
-    frame: pd.DataFrame, pred_col: str, quantile: float, horizon: int, spread_col: str | None, stacklevel: int = 3
+    frame: pd.DataFrame,
+    pred_col: str,
+    quantile: float,
+    horizon: int,
+    spread_col: str | None,
+    hold_quantile: float | None = None,
+    stacklevel: int = 3,
 ) -> _Book:
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, not {horizon}")
@@ -189,9 +235,9 @@ def _book(
         dates = pd.DatetimeIndex(pd.unique(frame["date"])).sort_values()[::horizon]
         frame = frame[frame["date"].isin(dates)]
     dates, symbols, P, T = _layout(frame, pred_col)
-    W = _weights_from(P, quantile)
+    W = _weights_from(P, quantile) if hold_quantile is None else _band_weights(P, quantile, hold_quantile)
     S = _spread_layout(frame, spread_col, dates, symbols)
-    return _Book(pred_col, dates, symbols, W, T, S, TRADING_DAYS / horizon)
+    return _Book(pred_col, dates, symbols, P, W, T, S, TRADING_DAYS / horizon)
 
 
 def _settle(book: _Book, cost_bps: float) -> BacktestResult:
@@ -238,6 +284,7 @@ def long_short_backtest(
     cost_bps: float = 5.0,
     horizon: int = 1,
     spread_col: str | None = None,
+    hold_quantile: float | None = None,
 ) -> BacktestResult:
     """Backtest a daily long-short quantile portfolio built from ``frame[pred_col]``; see the module doc.
 
@@ -247,13 +294,15 @@ def long_short_backtest(
     position closed on a date its symbol has no row pays the symbol's last known spread. Dates with fewer than two
     usable symbols hold nothing and return 0 (closing an earlier book on such a date still costs its turnover).
     A day that loses the whole book ends it: its return is -1, every later return 0 (``stopped_at``).
+    ``hold_quantile`` (at least ``quantile``, at most 0.5) holds a name until it leaves that top or bottom
+    fraction (see the module doc); None rebalances to the top and bottom ``quantile`` every date.
 
     ``horizon`` is the target horizon. With horizon h > 1, ``target`` is an h-day return, and rebalancing
     every date would stack h overlapping positions whose summed returns overstate the strategy. The backtest
     is meant for horizon 1; for h > 1 it warns and rebalances only on every h-th date (non-overlapping h-day
     holding periods), annualizing with 252 / h periods per year.
     """
-    return _settle(_book(frame, pred_col, quantile, horizon, spread_col), cost_bps)
+    return _settle(_book(frame, pred_col, quantile, horizon, spread_col, hold_quantile), cost_bps)
 
 
 def cost_sensitivity(
@@ -262,6 +311,7 @@ def cost_sensitivity(
     levels_bps: list[float],
     quantile: float = 0.2,
     horizon: int = 1,
+    hold_quantile: float | None = None,
 ) -> pd.DataFrame:
     """Sharpe of each predictor's book at flat one-way costs ``levels_bps`` (no spread), and its breakeven cost.
 
@@ -271,11 +321,43 @@ def cost_sensitivity(
     """
     rows = {}
     for name in pred_cols:
-        book = _book(frame, name, quantile, horizon, None, stacklevel=2)
+        book = _book(frame, name, quantile, horizon, None, hold_quantile, stacklevel=2)
         row = {f"sharpe @ {c:g} bps": _settle(book, c).summary["sharpe"] for c in levels_bps}
         gross = (book.W * np.nan_to_num(book.T)).sum(axis=1)
         turnover = np.abs(np.diff(book.W, axis=0, prepend=0.0)).sum(axis=1).mean() if len(book.W) else np.nan
         row["breakeven_bps"] = gross.mean() / turnover * 1e4 if turnover > 0 else np.nan
+        rows[name] = row
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "predictor"
+    return out
+
+
+def holding_bands(
+    frame: pd.DataFrame,
+    pred_cols: list[str],
+    holds: list[float],
+    quantile: float = 0.2,
+    cost_bps: float = 5.0,
+    horizon: int = 1,
+    spread_col: str | None = None,
+) -> pd.DataFrame:
+    """Each predictor's book after costs with the daily rebalance and with each holding band in ``holds``.
+
+    One row per predictor (index ``predictor``); for the daily book (``quantile`` itself) and each band above
+    it, ``sharpe <band>`` (after ``cost_bps`` and the spread) and ``turnover <band>`` (mean daily), where
+    ``<band>`` is ``daily`` or ``hold 0.4``. Bands at or below ``quantile`` are the daily book and are skipped.
+    """
+    bands = [None, *sorted({h for h in holds if h > quantile})]
+    rows = {}
+    for name in pred_cols:
+        row = {}
+        daily = _book(frame, name, quantile, horizon, spread_col, stacklevel=2)
+        for hold in bands:
+            label = "daily" if hold is None else f"hold {hold:g}"
+            book = daily if hold is None else replace(daily, W=_band_weights(daily.P, quantile, hold))
+            summary = _settle(book, cost_bps).summary
+            row[f"sharpe {label}"] = summary["sharpe"]
+            row[f"turnover {label}"] = summary["mean_turnover"]
         rows[name] = row
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "predictor"

@@ -29,6 +29,7 @@ from raycast.evaluate.backtest import (
     backtest_table,
     cost_sensitivity,
     extreme_days,
+    holding_bands,
     long_short_backtest,
 )
 from raycast.evaluate.baselines import RidgeModel, fit_ridge, last_step
@@ -126,13 +127,44 @@ def tradable_frame(cfg: RaycastConfig, frame: pd.DataFrame) -> tuple[pd.DataFram
 def run_backtests(cfg: RaycastConfig, frame: pd.DataFrame, names: list[str], horizon: int) -> dict:
     """The cost-aware long-short backtest of every predictor but the zero baseline (a constant ranks nothing).
 
-    Costs are ``evaluate.cost_bps`` plus each row's half-spread when the frame has a ``spread_bps`` column.
+    Costs are ``evaluate.cost_bps`` plus each row's half-spread when the frame has a ``spread_bps`` column; the
+    book rebalances daily, or holds names within ``evaluate.hold_quantile``.
     """
+    ev = cfg.evaluate
     spread = "spread_bps" if "spread_bps" in frame else None
     return {
-        n: long_short_backtest(frame, n, cfg.evaluate.quantile, cfg.evaluate.cost_bps, horizon, spread)
+        n: long_short_backtest(frame, n, ev.quantile, ev.cost_bps, horizon, spread, ev.hold_quantile)
         for n in names
         if n != "zero"
+    }
+
+
+def band_table(cfg: RaycastConfig, frame: pd.DataFrame, names: list[str], horizon: int) -> pd.DataFrame:
+    """Every predictor's book after costs, daily and in each of ``evaluate.hold_quantiles`` (see holding_bands)."""
+    ev = cfg.evaluate
+    spread = "spread_bps" if "spread_bps" in frame else None
+    names = [n for n in names if n != "zero"]
+    return holding_bands(frame, names, ev.hold_quantiles, ev.quantile, ev.cost_bps, horizon, spread)
+
+
+def band_on_validation(val_bands: pd.DataFrame, test_bands: pd.DataFrame, predictor: str = "ensemble") -> dict | None:
+    """The holding band with the best validation Sharpe after costs for ``predictor``, and its test Sharpe.
+
+    A band picked on the test table would be picked on the period it is scored on; this one is picked before the
+    test period is looked at, as a trader would have had to. None when the predictor has no finite Sharpe.
+    """
+    if predictor not in val_bands.index or predictor not in test_bands.index:
+        return None
+    sharpe = val_bands.loc[predictor, [c for c in val_bands.columns if c.startswith("sharpe ")]].astype(float)
+    if not np.isfinite(sharpe).any():
+        return None
+    column = sharpe.idxmax()
+    return {
+        "predictor": predictor,
+        "band": column.removeprefix("sharpe "),
+        "val_sharpe": float(sharpe[column]),
+        "test_sharpe": float(test_bands.loc[predictor, column]),
+        "test_sharpe_daily": float(test_bands.loc[predictor, "sharpe daily"]),
     }
 
 
@@ -144,9 +176,11 @@ def universe_rule(cfg: RaycastConfig) -> str:
 
 @dataclass
 class Scrutiny:
-    """What the report adds around the headline numbers: cost sensitivity, extreme days, the warning box."""
+    """What the report adds around the headline numbers: cost sensitivity, holding bands, extreme days, the warning
+    box."""
 
     sensitivity: pd.DataFrame
+    bands: pd.DataFrame
     extremes: dict[str, pd.DataFrame]
     warning: list[str]
 
@@ -159,10 +193,11 @@ def scrutinize(
     horizon: int,
     context: RunContext,
 ) -> Scrutiny:
-    """Cost sensitivity, flagged book days and the warning box for the tradable rows of one scored period."""
+    """Cost sensitivity, holding bands, flagged book days and the warning box for the tradable rows of one scored
+    period."""
     ev = cfg.evaluate
     names = list(backtests)
-    sensitivity = cost_sensitivity(tradable, names, ev.cost_sensitivity_bps, ev.quantile, horizon)
+    sensitivity = cost_sensitivity(tradable, names, ev.cost_sensitivity_bps, ev.quantile, horizon, ev.hold_quantile)
     extremes = {n: extreme_days(b, ev.flag_day_return) for n, b in backtests.items()}
     per_date = tradable.groupby("date").size()
     context = RunContext(
@@ -174,7 +209,7 @@ def scrutinize(
         }
     )
     findings = implausible(metrics, {n: b.summary for n, b in backtests.items()}, ev.plausible_ic, ev.plausible_sharpe)
-    return Scrutiny(sensitivity, extremes, warning_box(findings, context))
+    return Scrutiny(sensitivity, band_table(cfg, tradable, names, horizon), extremes, warning_box(findings, context))
 
 
 def fit_ridge_baseline(blocks: FeatureBlocks, split: Split, alpha: float):
@@ -232,6 +267,8 @@ def _backtest_terms(cfg: RaycastConfig, checks: Scrutiny) -> dict:
         "cost_bps": cfg.evaluate.cost_bps,
         "spread": describe_spread(cfg.evaluate.spread),
         "cost_sensitivity": checks.sensitivity,
+        "holding_bands": checks.bands,
+        "hold_quantile": cfg.evaluate.hold_quantile,
         "extreme_days": checks.extremes,
         "flag_threshold": cfg.evaluate.flag_day_return,
     }
@@ -291,6 +328,7 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
     synthetic = _synthetic_info(market)
     context = _run_context(cfg, meta.raw, synthetic, universe.unchecked)
     checks = scrutinize(cfg, test_tradable, test_metrics, backtests, horizon, context)
+    band = band_on_validation(band_table(cfg, val_tradable, names, horizon), checks.bands)
     significance, reading = against_noise(test_tradable, names, list(predictor.bases), backtests, horizon)
     run_dir = fs.join(fs.absolute(cfg.storage), "runs", spec["run_id"])
     history_file = fs.join(run_dir, "history.json")
@@ -311,6 +349,7 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
                 ensemble_vs_best=_ensemble_vs_best(test_metrics.reset_index().assign(fold="test"), list(predictor.bases)),
                 backtests=backtests,
                 **_backtest_terms(cfg, checks),
+                band_choice=band,
                 baseline_training=baselines.training(),
                 test_predictions=test_tradable[["symbol", "date", "target", *names]],
                 data_range=(str(blocks.dates.min())[:10], str(blocks.dates.max())[:10]),
@@ -333,6 +372,8 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
         "universe": universe.counts,
         "significance": significance.to_dict(orient="index"),
         "cost_sensitivity": checks.sensitivity.to_dict(orient="index"),
+        "holding_bands": checks.bands.to_dict(orient="index"),
+        "holding_band_on_validation": band,
         "baseline_training": baselines.training().to_dict(orient="index"),
         "warnings": [line.removeprefix("> - ") for line in checks.warning if line.startswith("> - ")],
         "report": fs.display(report),

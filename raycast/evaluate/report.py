@@ -48,6 +48,9 @@ class ReportInputs:
     - ``backtests``: predictor -> :class:`~raycast.evaluate.backtest.BacktestResult` (models and baselines),
       described by ``backtest_period`` (e.g. ``"test"``), ``quantile``, ``cost_bps`` and ``spread`` (in words)
     - ``cost_sensitivity``: a :func:`~raycast.evaluate.backtest.cost_sensitivity` frame
+    - ``holding_bands``: a :func:`~raycast.evaluate.backtest.holding_bands` frame; ``band_choice``: the ensemble's
+      band picked on the validation period and its test Sharpe
+      (:func:`~raycast.evaluate.evaluate.band_on_validation`); ``hold_quantile``: the backtest's own band, if any
     - ``extreme_days``: predictor -> :func:`~raycast.evaluate.backtest.extreme_days` frame, beyond
       ``flag_threshold``
     - ``baseline_training``: one row per fitted baseline (training seconds, boosting rounds)
@@ -80,6 +83,9 @@ class ReportInputs:
     universe: Mapping[str, int] | None = None
     universe_rule: str | None = None
     cost_sensitivity: pd.DataFrame | None = None
+    holding_bands: pd.DataFrame | None = None
+    band_choice: Mapping[str, Any] | None = None
+    hold_quantile: float | None = None
     extreme_days: Mapping[str, pd.DataFrame] | None = None
     flag_threshold: float | None = None
     baseline_training: pd.DataFrame | None = None
@@ -309,8 +315,12 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
             if text
         )
         md += [f"## Long-short backtest ({s.backtest_period})", ""]
+        if s.hold_quantile is not None:
+            rebalance = f"Names held until they leave the top/bottom {format_value(s.hold_quantile)} (a holding band)"
+        else:
+            rebalance = "Daily rebalanced"
         if details:
-            md += [f"Daily rebalanced, equal-weighted, dollar neutral; {details}.", ""]
+            md += [f"{rebalance}, equal-weighted, dollar neutral; {details}.", ""]
         md += [markdown_table(backtest_table(s.backtests)), ""]
         md += [
             "annualized_return: mean daily net return x 252; sharpe: annualized_return / annualized_vol; "
@@ -327,6 +337,21 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
             "the mean daily net return is zero.",
             "",
         ]
+    if s.holding_bands is not None and len(s.holding_bands):
+        md += ["### Holding band", "", markdown_table(s.holding_bands), ""]
+        md += [
+            "A name bought in the top (sold in the bottom) quantile is kept until it leaves the band's top (bottom) "
+            "fraction, which trades less; daily: rebalanced to the quantile every day. Sharpe after the backtest's "
+            "costs; turnover: mean daily. A band picked from this table is picked on the period it scores.",
+            "",
+        ]
+        if c := s.band_choice:
+            md += [
+                f"Picked on the validation period, before the test period is seen: the {c['predictor']}'s "
+                f"{c['band']} book (validation Sharpe {c['val_sharpe']:.2f} after costs). On the test period it had "
+                f"{c['test_sharpe']:.2f}, the daily book {c['test_sharpe_daily']:.2f}.",
+                "",
+            ]
     if s.extreme_days is not None:
         flagged = {k: v for k, v in s.extreme_days.items() if len(v)}
         limit = f" beyond ±{format_value(s.flag_threshold)}" if s.flag_threshold is not None else ""
