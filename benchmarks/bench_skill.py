@@ -402,7 +402,8 @@ def table(rows: list[dict]) -> str:
         ratio = [r["ic"]["ensemble"] / r["oracle_ic"] for r in group] if strength else []
         lines.append(
             f"| {name} | {len(group)} | {_ms([r['oracle_ic'] for r in group])} | {_ms(ens)} | {_ms(ratio)} "
-            f"| {_ms(members)} | {steady} | {_ms(ridge)} | {_ms(lgbm)} | {wins[0]}, {wins[1]}, {wins[2]} of {len(group)} |"
+            f"| {_ms(members)} | {steady} | {_ms(ridge)} | {_ms(lgbm)} "
+            f"| {wins[0]}, {wins[1]}, {wins[2]} of {len(group)} |"
         )
     ceiling = [(k, r) for k in kinds for r in rows if _kind(r) == k and "hindsight" in r]
     if ceiling:

@@ -698,7 +698,7 @@ def test_evaluate_version_scores_tradable_rows_beside_lightgbm(registered_model)
                    "breakeven_bps", "| lightgbm |", "## Baseline training", "half-spread", "### Book days",
                    "## Ensemble against its best member", "| test |", "## Skill against noise (test)",
                    "- ensemble: test IC", "against its best member", "against lightgbm", "long-short Sharpe",
-                   "### Holding band", "sharpe hold 0.4", "Picked on the validation period"):
+                   "### Holding band", "sharpe hold 0.4", "Picked for the ensemble on the validation period"):
         assert needle in text, needle
     spec = load_predictor(cfg.storage, cfg.serve.version).spec
     metrics = spec["metrics"]
@@ -786,7 +786,8 @@ def test_raycast_evaluate_reports_walk_forward_by_default(ray_session, tmp_path)
     for needle in ("## Walk-forward", "## Tradable universe", "stitched", "### Cost sensitivity",
                    "## Baseline training", "equity_curves.png", "Walk-forward wall time",
                    "## Ensemble against its best member", "| overall |", "## Skill against noise (the folds'",
-                   "- ensemble: test IC", "- Market data version v-", "- History checks at ingest: nothing to report."):
+                   "- ensemble: test IC", "- Market data version v-", "- History checks at ingest: nothing to report.",
+                   "### Holding band", "on each fold's validation period, before its test period", "- fold 1: the "):
         assert needle in text, needle
     # a strong planted signal on 12 names is too good to be true for equities, and the report says so and why
     assert "> **Warning" in text and "A planted signal" in text and "(tiny)" in text

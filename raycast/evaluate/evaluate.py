@@ -349,7 +349,7 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
                 ensemble_vs_best=_ensemble_vs_best(test_metrics.reset_index().assign(fold="test"), list(predictor.bases)),
                 backtests=backtests,
                 **_backtest_terms(cfg, checks),
-                band_choice=band,
+                band_choices=[band] if band else [],
                 baseline_training=baselines.training(),
                 test_predictions=test_tradable[["symbol", "date", "target", *names]],
                 data_range=(str(blocks.dates.min())[:10], str(blocks.dates.max())[:10]),
@@ -473,7 +473,7 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
     folds = walk_forward_folds(cfg, frame["date"], meta.raw)
     names = meta.features
     started = time.perf_counter()
-    summaries, rows, tested, training = [], [], [], []
+    summaries, rows, tested, training, bands = [], [], [], [], []
     universe: dict[str, int] = {}
     unchecked: tuple[str, ...] = ()
     for k, fold in enumerate(folds):
@@ -489,6 +489,10 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
         test, tradable = tradable_frame(cfg, predictions_frame(predictor, blocks, fold.test, baselines))
         universe, unchecked = add_counts(universe, tradable.counts), tradable.unchecked
         summary = fold_summary(cfg, test, predictors, meta.horizon)
+        # the ensemble's holding band, picked on this fold's validation period before its test period is seen
+        val, _ = tradable_frame(cfg, predictions_frame(predictor, blocks, fold.val, baselines))
+        picked = band_on_validation(*(band_table(cfg, f, ["ensemble"], meta.horizon) for f in (val, test)))
+        bands += [picked | {"fold": k}] if picked else []
         summaries.append(summary)
         rows.append(summary.assign(fold=k, test_start=fold.test.start, test_end=fold.test.end).reset_index())
         tested.append(test[["symbol", "date", "target", "spread_bps", *predictors]])
@@ -523,6 +527,7 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
                 backtests=backtests,
                 backtest_period=f"the folds' test periods stitched, {first} .. {last}",
                 **_backtest_terms(cfg, checks),
+                band_choices=bands,
                 baseline_training=pd.concat(training)[["fold", "train_seconds", "rounds"]],
                 test_predictions=stitched[["symbol", "date", "target", *predictors]],
                 canary=_canary(

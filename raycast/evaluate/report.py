@@ -48,9 +48,9 @@ class ReportInputs:
     - ``backtests``: predictor -> :class:`~raycast.evaluate.backtest.BacktestResult` (models and baselines),
       described by ``backtest_period`` (e.g. ``"test"``), ``quantile``, ``cost_bps`` and ``spread`` (in words)
     - ``cost_sensitivity``: a :func:`~raycast.evaluate.backtest.cost_sensitivity` frame
-    - ``holding_bands``: a :func:`~raycast.evaluate.backtest.holding_bands` frame; ``band_choice``: the ensemble's
-      band picked on the validation period and its test Sharpe
-      (:func:`~raycast.evaluate.evaluate.band_on_validation`); ``hold_quantile``: the backtest's own band, if any
+    - ``holding_bands``: a :func:`~raycast.evaluate.backtest.holding_bands` frame; ``band_choices``: the
+      ensemble's band picked on a validation period and its test Sharpe, one per fold (with ``fold``) or one for a
+      split (:func:`~raycast.evaluate.evaluate.band_on_validation`); ``hold_quantile``: the backtest's own band
     - ``extreme_days``: predictor -> :func:`~raycast.evaluate.backtest.extreme_days` frame, beyond
       ``flag_threshold``
     - ``baseline_training``: one row per fitted baseline (training seconds, boosting rounds)
@@ -84,7 +84,7 @@ class ReportInputs:
     universe_rule: str | None = None
     cost_sensitivity: pd.DataFrame | None = None
     holding_bands: pd.DataFrame | None = None
-    band_choice: Mapping[str, Any] | None = None
+    band_choices: Sequence[Mapping[str, Any]] = ()
     hold_quantile: float | None = None
     extreme_days: Mapping[str, pd.DataFrame] | None = None
     flag_threshold: float | None = None
@@ -234,6 +234,24 @@ def _float_predictors(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in skip and pd.api.types.is_float_dtype(frame[c])]
 
 
+def _band_choices(choices: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The holding band a trader could have picked before each test period, and what it made there, in words."""
+    if not choices:
+        return []
+
+    def one(c: Mapping[str, Any]) -> str:
+        text = f"the {c['band']} book (validation Sharpe {c['val_sharpe']:.2f} after costs) had {c['test_sharpe']:.2f} "
+        daily = f", the daily book {c['test_sharpe_daily']:.2f}" if c["band"] != "daily" else ""
+        return text + "on the test period" + daily
+
+    if len(choices) == 1 and "fold" not in choices[0]:
+        return [f"Picked for the {choices[0]['predictor']} on the validation period, before the test period is seen: "
+                f"{one(choices[0])}.", ""]  # fmt: skip
+    lines = [f"Picked for the {choices[0]['predictor']} on each fold's validation period, before its test period "
+             "is seen:", ""]  # fmt: skip
+    return lines + [f"- fold {c['fold']}: {one(c)}" for c in choices] + [""]
+
+
 def write_report(run_dir: Path, sections: ReportInputs) -> Path:
     """Write ``run_dir/report.md`` and its PNG plots next to it; return the path of ``report.md``.
 
@@ -305,18 +323,20 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
         ]
 
     if s.backtests:
+        in_band = s.hold_quantile is not None  # then the quantile is named with the band
         details = ", ".join(
             text
             for text in (
-                f"top/bottom {format_value(s.quantile)} quantile" if s.quantile is not None else "",
+                f"top/bottom {format_value(s.quantile)} quantile" if s.quantile is not None and not in_band else "",
                 f"{format_value(s.cost_bps)} bps cost per unit turnover" if s.cost_bps is not None else "",
                 f"plus a half-spread by 20-day traded value ({s.spread})" if s.spread else "",
             )
             if text
         )
         md += [f"## Long-short backtest ({s.backtest_period})", ""]
-        if s.hold_quantile is not None:
-            rebalance = f"Names held until they leave the top/bottom {format_value(s.hold_quantile)} (a holding band)"
+        if in_band:
+            rebalance = (f"Bought in the top/bottom {format_value(s.quantile)} quantile and held until they leave the "
+                         f"top/bottom {format_value(s.hold_quantile)} (a holding band)")  # fmt: skip
         else:
             rebalance = "Daily rebalanced"
         if details:
@@ -345,13 +365,7 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
             "costs; turnover: mean daily. A band picked from this table is picked on the period it scores.",
             "",
         ]
-        if c := s.band_choice:
-            md += [
-                f"Picked on the validation period, before the test period is seen: the {c['predictor']}'s "
-                f"{c['band']} book (validation Sharpe {c['val_sharpe']:.2f} after costs). On the test period it had "
-                f"{c['test_sharpe']:.2f}, the daily book {c['test_sharpe_daily']:.2f}.",
-                "",
-            ]
+        md += _band_choices(s.band_choices)
     if s.extreme_days is not None:
         flagged = {k: v for k, v in s.extreme_days.items() if len(v)}
         limit = f" beyond ±{format_value(s.flag_threshold)}" if s.flag_threshold is not None else ""
