@@ -234,6 +234,13 @@ def _float_predictors(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in skip and pd.api.types.is_float_dtype(frame[c])]
 
 
+def _table_section(title: str, table: pd.DataFrame | None, caption: str) -> list[str]:
+    """A titled table with the caption that says how to read it; nothing when there is no table."""
+    if table is None or not len(table):
+        return []
+    return [title, "", markdown_table(table), "", caption, ""]
+
+
 def _band_choices(choices: Sequence[Mapping[str, Any]]) -> list[str]:
     """The holding band a trader could have picked before each test period, and what it made there, in words."""
     if not choices:
@@ -313,14 +320,13 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
     if s.walk_forward is not None and len(s.walk_forward):
         md += ["## Walk-forward (mean ± std over folds)", "", format_folds(s.walk_forward), ""]
 
-    if s.ensemble_vs_best is not None and len(s.ensemble_vs_best):
-        md += ["## Ensemble against its best member (test IC)", "", markdown_table(s.ensemble_vs_best), ""]
-        md += [
-            "Per fold, the best member is the member with the highest test IC in that fold, chosen in hindsight "
-            "(the hardest member to beat); overall, every figure is the mean over folds and the best member the "
-            "one with the highest mean.",
-            "",
-        ]
+    md += _table_section(
+        "## Ensemble against its best member (test IC)",
+        s.ensemble_vs_best,
+        "Per fold, the best member is the member with the highest test IC in that fold, chosen in hindsight "
+        "(the hardest member to beat); overall, every figure is the mean over folds and the best member the "
+        "one with the highest mean.",
+    )
 
     if s.backtests:
         in_band = s.hold_quantile is not None  # then the quantile is named with the band
@@ -350,21 +356,20 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
             "lost everything and stopped.",
             "",
         ]
-    if s.cost_sensitivity is not None and len(s.cost_sensitivity):
-        md += ["### Cost sensitivity", "", markdown_table(s.cost_sensitivity), ""]
-        md += [
-            "Sharpe at flat one-way costs per unit turnover (no spread); breakeven_bps: the flat cost at which "
-            "the mean daily net return is zero.",
-            "",
-        ]
+    md += _table_section(
+        "### Cost sensitivity",
+        s.cost_sensitivity,
+        "Sharpe at flat one-way costs per unit turnover (no spread); breakeven_bps: the flat cost at which "
+        "the mean daily net return is zero.",
+    )
     if s.holding_bands is not None and len(s.holding_bands):
-        md += ["### Holding band", "", markdown_table(s.holding_bands), ""]
-        md += [
+        md += _table_section(
+            "### Holding band",
+            s.holding_bands,
             "A name bought in the top (sold in the bottom) quantile is kept until it leaves the band's top (bottom) "
             "fraction, which trades less; daily: rebalanced to the quantile every day. Sharpe after the backtest's "
             "costs; turnover: mean daily. A band picked from this table is picked on the period it scores.",
-            "",
-        ]
+        )
         md += _band_choices(s.band_choices)
     if s.extreme_days is not None:
         flagged = {k: v for k, v in s.extreme_days.items() if len(v)}
