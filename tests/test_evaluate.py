@@ -774,6 +774,8 @@ def test_raycast_evaluate_reports_walk_forward_by_default(ray_session, tmp_path)
     assert result.exit_code == 0, result.output
     (report,) = (Path(line[len("report: "):]) for line in result.output.splitlines() if line.startswith("report: "))
     assert report.parent.name == "walk_forward" and "± " in result.output and "| lightgbm |" in result.output
+    assert "[raycast] Picked for the ensemble on each fold's validation period" in result.output
+    assert "- fold 1: the " in result.output.split("Picked for the ensemble", 1)[1]
     folds = pd.read_csv(report.parent / "folds.csv", parse_dates=["test_start", "test_end"])
     assert list(dict.fromkeys(folds.predictor)) == ["cnn", "ensemble", "zero", "momentum", "ridge", "lightgbm"]
     first, second = (folds[folds.fold == k].iloc[0] for k in (0, 1))

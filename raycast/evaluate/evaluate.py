@@ -35,7 +35,7 @@ from raycast.evaluate.backtest import (
 from raycast.evaluate.baselines import RidgeModel, fit_ridge, last_step
 from raycast.evaluate.lightgbm_baseline import LightGBMModel, fit_lightgbm
 from raycast.evaluate.metrics import summarize
-from raycast.evaluate.report import ReportInputs, write_report
+from raycast.evaluate.report import ReportInputs, describe_band_choices, write_report
 from raycast.evaluate.sanity import RunContext, implausible, warning_box
 from raycast.evaluate.significance import ic_against_noise, verdict
 from raycast.evaluate.tables import ensemble_vs_members
@@ -381,15 +381,17 @@ def evaluate_version(cfg: RaycastConfig, version: str | None = None) -> fs.Locat
     update_metrics(cfg.storage, spec["version"], json.loads(json.dumps(metrics, default=float)))
     headline = test_metrics[["ic", "rank_ic", "direction_accuracy", "mse"]].to_string()
     print(f"[raycast] test metrics (tradable rows):\n{headline}", flush=True)
-    _print_reading("test", reading)
+    _print_reading("test", reading, [band] if band else [])
     return report
 
 
-def _print_reading(period: str, reading: list[str]) -> None:
-    """The report's skill-against-noise lines on the console, without their markdown emphasis."""
+def _print_reading(period: str, reading: list[str], bands: list[dict]) -> None:
+    """The report's skill-against-noise lines and its holding-band pick on the console, without markdown."""
     if reading:
         plain = "\n".join(reading).replace("**", "")
         print(f"[raycast] skill against noise ({period}):\n{plain}", flush=True)
+    if lines := [line for line in describe_band_choices(bands) if line]:
+        print("[raycast] " + "\n".join(lines), flush=True)
 
 
 def against_noise(
@@ -542,5 +544,5 @@ def evaluate_walk_forward(cfg: RaycastConfig) -> tuple[pd.DataFrame, fs.Location
             ),
         )
     print(f"[raycast] walk-forward: {len(folds)} folds in {seconds:.0f} s", flush=True)
-    _print_reading("the folds' test periods", reading)
+    _print_reading("the folds' test periods", reading, bands)
     return table, fs.join(out_dir, report.name)

@@ -241,7 +241,7 @@ def _table_section(title: str, table: pd.DataFrame | None, caption: str) -> list
     return [title, "", markdown_table(table), "", caption, ""]
 
 
-def _band_choices(choices: Sequence[Mapping[str, Any]]) -> list[str]:
+def describe_band_choices(choices: Sequence[Mapping[str, Any]]) -> list[str]:
     """The holding band a trader could have picked before each test period, and what it made there, in words."""
     if not choices:
         return []
@@ -370,7 +370,7 @@ def write_report(run_dir: Path, sections: ReportInputs) -> Path:
             "fraction, which trades less; daily: rebalanced to the quantile every day. Sharpe after the backtest's "
             "costs; turnover: mean daily. A band picked from this table is picked on the period it scores.",
         )
-        md += _band_choices(s.band_choices)
+        md += describe_band_choices(s.band_choices)
     if s.extreme_days is not None:
         flagged = {k: v for k, v in s.extreme_days.items() if len(v)}
         limit = f" beyond ±{format_value(s.flag_threshold)}" if s.flag_threshold is not None else ""
